@@ -1,0 +1,67 @@
+"""Turn the bundle's ``dataset_dir`` into a checked datalist; split datalists by case or by subject."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volgan.data.datalist import load_datalist
+from volgan.data.samples import make_sample_cases
+from volgan.data.validate import validate_datalist
+
+__all__ = ["resolve_dataset", "split_datalist"]
+
+SAMPLE = "sample"
+
+
+def resolve_dataset(
+    dataset_dir: str | os.PathLike | Sequence[dict],
+    work_dir: str | os.PathLike | None = None,
+    validate: bool = True,
+    label_values: Iterable[int] | None = None,
+    spatial_dims: int = 3,
+    label_key: str | None = "label",
+) -> list[dict[str, Any]]:
+    """Datalist for ``dataset_dir``: a decathlon JSON, a folder of pairs, a list, or ``"sample"``.
+
+    ``"sample"`` materialises the embedded sample cases (``volgan.data.samples``) in ``work_dir/sample_data``.
+    With ``validate``, every file is loaded and checked first (``validate_datalist``), so bad input stops
+    the run before anything is trained or written.
+    """
+    if isinstance(dataset_dir, str) and dataset_dir == SAMPLE:
+        base = Path(work_dir) if work_dir is not None else Path.cwd()
+        path = base / "sample_data" / "dataset.json"
+        if not path.is_file():
+            path = make_sample_cases(base / "sample_data")
+        dataset_dir = path
+    keys = ("image", label_key) if label_key else ("image",)
+    items = load_datalist(dataset_dir, keys=keys)
+    if validate:
+        items = validate_datalist(items, label_key=label_key, spatial_dims=spatial_dims, label_values=label_values)
+    return items
+
+
+def split_datalist(
+    items: Sequence[dict], val_fraction: float = 0.25, seed: int = 0, group_key: str | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Random (train, validation) split; with ``group_key`` (e.g. ``"subject"``) whole groups go to one side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.RandomState(seed)
+    groups = sorted({str(it.get(group_key, i)) if group_key else str(i) for i, it in enumerate(items)})
+    if len(groups) < 2:
+        raise ValueError("need at least two cases (or groups) to split")
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    n_val = min(max(1, int(round(len(groups) * val_fraction))), len(groups) - 1)
+    val_groups = set(order[:n_val])
+
+    def group(i: int, it: dict) -> str:
+        return str(it.get(group_key, i)) if group_key else str(i)
+
+    train = [dict(it) for i, it in enumerate(items) if group(i, it) not in val_groups]
+    val = [dict(it) for i, it in enumerate(items) if group(i, it) in val_groups]
+    return train, val

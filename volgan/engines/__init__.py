@@ -1,0 +1,18 @@
+"""Trainers (MONAI ``Trainer`` subclasses), one per training scheme, and their helpers."""
+
+from volgan.engines.base import AdversarialTrainerBase, NonFiniteLossError, set_requires_grad
+from volgan.engines.conditional_gan import ConditionalGanTrainer
+from volgan.engines.image_pool import ImagePool
+from volgan.engines.keys import GanKeys
+from volgan.engines.schedules import LinearDecay, linear_decay_scheduler
+
+__all__ = [
+    "AdversarialTrainerBase",
+    "NonFiniteLossError",
+    "set_requires_grad",
+    "ConditionalGanTrainer",
+    "ImagePool",
+    "GanKeys",
+    "LinearDecay",
+    "linear_decay_scheduler",
+]

@@ -1,0 +1,148 @@
+"""Common machinery of volgan's adversarial trainers: AMP with one GradScaler per optimiser, skip-on-NaN."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable
+
+import torch
+from monai.engines import Trainer
+from monai.engines.workflow import Workflow
+
+from volgan.errors import VolganError
+from volgan.utils import amp_enabled, resolve_device
+
+__all__ = ["AdversarialTrainerBase", "NonFiniteLossError", "plain_tensor", "set_requires_grad"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(VolganError, RuntimeError):
+    """Raised after too many consecutive non-finite losses or gradients."""
+
+
+def plain_tensor(x) -> torch.Tensor:
+    """A plain ``torch.Tensor`` (MetaTensor metadata dropped: cheaper ops, weights-only-safe checkpoints)."""
+    t = torch.as_tensor(x)
+    return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t
+
+
+def set_requires_grad(nets: torch.nn.Module | Iterable[torch.nn.Module], flag: bool) -> None:
+    """Freeze (``False``) or unfreeze the parameters of one network or several."""
+    if isinstance(nets, torch.nn.Module):
+        nets = [nets]
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+class AdversarialTrainerBase(Trainer):
+    """MONAI ``Trainer`` for several networks and optimisers (base of every volgan GAN trainer).
+
+    Adds: ``autocast()`` for CUDA AMP (fp16 with one ``GradScaler`` per optimiser, or bf16 with none);
+    ``optimise(name, loss, optimizer, params)`` that backpropagates, unscales and steps, and skips the step
+    (logged, counted in ``engine.state.nonfinite_steps``) when the loss or a gradient is not finite; after
+    ``max_nonfinite_steps`` consecutive skips the run stops with ``NonFiniteLossError`` (handlers that fire
+    on ``EXCEPTION_RAISED`` run, the last saved checkpoint is untouched). AMP is ignored off CUDA.
+
+    Args:
+        device, max_epochs, train_data_loader, epoch_length, non_blocking, train_handlers: as MONAI's Trainer.
+        optimizers: name -> optimiser; one ``GradScaler`` is created per name.
+        amp: enable CUDA automatic mixed precision.
+        amp_dtype: ``"float16"`` (with GradScaler) or ``"bfloat16"``.
+        max_nonfinite_steps: consecutive non-finite steps tolerated before stopping (0 = never stop).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_dtype: str = "float16",
+        max_nonfinite_steps: int = 10,
+        **kwargs: Any,
+    ):
+        device = resolve_device(device)
+        use_amp = amp_enabled(amp, device)
+        super().__init__(
+            device=device,
+            max_epochs=int(max_epochs),
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            handlers=train_handlers,
+            amp=use_amp,
+            decollate=False,
+            **({"prepare_batch": prepare_batch} if prepare_batch is not None else {}),
+            **kwargs,
+        )
+        if amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}")
+        self.amp_dtype = getattr(torch, amp_dtype)
+        self.optimizers = dict(optimizers)
+        self.scalers = {
+            name: torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == "float16") for name in self.optimizers
+        }
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.state.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run training; unlike ``Trainer.run`` the per-optimiser scalers made in ``__init__`` are kept (resume)."""
+        Workflow.run(self)
+
+    def autocast(self):
+        """Autocast context on CUDA when AMP is on, else a no-op."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def optimise(self, name: str, loss: torch.Tensor, params: Sequence[torch.nn.Parameter] | None = None) -> bool:
+        """Backward ``loss`` and step optimiser ``name``; returns False (step skipped) when non-finite."""
+        optimizer = self.optimizers[name]
+        scaler = self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        if scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            finite = scaler.get_scale() >= scale_before  # the scale shrinks exactly when the step was skipped
+        else:
+            finite = bool(torch.isfinite(loss.detach()))
+            if finite:
+                loss.backward()
+                params = params if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads:
+                    finite = bool(torch.isfinite(torch.stack([g.detach().abs().max() for g in grads]).max()))
+            if finite:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        self._track_finite(name, finite)
+        return finite
+
+    def _track_finite(self, name: str, finite: bool) -> None:
+        if finite:
+            self._consecutive_nonfinite = 0
+            return
+        self.state.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        logger.warning(
+            "iteration %s: non-finite %s loss or gradient, step skipped (%d in a row)",
+            self.state.iteration, name, self._consecutive_nonfinite,
+        )
+        if self.max_nonfinite_steps and self._consecutive_nonfinite >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self._consecutive_nonfinite} consecutive non-finite steps (last: {name} at iteration "
+                f"{self.state.iteration}); stopping. The last saved checkpoint is intact: lower the learning rate "
+                "or check the data for NaN/Inf and resume."
+            )

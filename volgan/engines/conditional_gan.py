@@ -1,0 +1,141 @@
+"""Conditional GAN trainer: condition (label map) -> image, with image pool (P1 MM-GAN Sec. IV)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from volgan.engines.base import AdversarialTrainerBase, plain_tensor, set_requires_grad
+from volgan.engines.image_pool import ImagePool
+from volgan.engines.keys import GanKeys
+from volgan.losses import LSGANLoss
+
+__all__ = ["ConditionalGanTrainer"]
+
+
+class ConditionalGanTrainer(AdversarialTrainerBase):
+    """Trains G: condition -> image against a conditional PatchGAN D (MM-GAN, P1 Sec. IV).
+
+    Each iteration (batch of condition ``c`` = one-hot label map and real image ``x``):
+
+    1. ``x* = G(c)``.
+    2. D step: ``(x*, c*) = pool.query(x*, c)`` (history of 4 tuples, MM-GAN Sec. IV-B), then
+       ``L_D = adv(D(c, x), real) + adv(D(c*, x*), fake)``.
+    3. G step with D frozen: ``L_G = adv(D(c, x*), real) + lambda_rec * |x* - x|_1``
+       (``lambda_rec = 0`` in MM-GAN: pure LSGAN; > 0 gives a pix2pix-style reconstruction term).
+
+    ``engine.state.output`` holds ``GanKeys`` entries: losses as floats (G_LOSS, G_ADV, G_REC, D_LOSS,
+    D_REAL/D_FAKE = mean D scores) and the detached tensors COND, REAL, FAKE for image logging.
+
+    Args:
+        device, max_epochs, train_data_loader, epoch_length, non_blocking, train_handlers, amp, amp_dtype,
+            max_nonfinite_steps: see ``AdversarialTrainerBase``.
+        g_network, d_network: generator and (conditional) discriminator.
+        g_optimizer, d_optimizer: their optimisers (MM-GAN: Adam betas (0, 0.9), lr 4e-4 / 1e-4).
+        adv_loss: adversarial loss called as ``adv(scores, target_is_real, for_discriminator)``
+            (default ``LSGANLoss``).
+        pool: ``ImagePool`` (``None`` or size 0 disables it).
+        lambda_rec: weight of an optional L1 reconstruction term.
+        cond_key, image_key: batch keys of the condition and the real image.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        g_network: torch.nn.Module,
+        d_network: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        adv_loss: torch.nn.Module | None = None,
+        pool: ImagePool | None = None,
+        lambda_rec: float = 0.0,
+        cond_key: str = "cond",
+        image_key: str = "image",
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_dtype: str = "float16",
+        max_nonfinite_steps: int = 10,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            optimizers={"g": g_optimizer, "d": d_optimizer},
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=self._prepare,
+            train_handlers=train_handlers,
+            amp=amp,
+            amp_dtype=amp_dtype,
+            max_nonfinite_steps=max_nonfinite_steps,
+            **kwargs,
+        )
+        if lambda_rec < 0:
+            raise ValueError(f"lambda_rec must be >= 0, got {lambda_rec}")
+        self.g_network = g_network
+        self.d_network = d_network
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.adv_loss = adv_loss if adv_loss is not None else LSGANLoss()
+        self.pool = pool if pool is not None else ImagePool(pool_size=0)
+        self.lambda_rec = float(lambda_rec)
+        self.cond_key = cond_key
+        self.image_key = image_key
+
+    def _prepare(self, batch: dict, device: torch.device, non_blocking: bool = False, **kwargs) -> tuple:
+        for key in (self.cond_key, self.image_key):
+            if key not in batch:
+                raise KeyError(f"batch has no key {key!r} (keys: {sorted(batch)})")
+        return tuple(
+            plain_tensor(batch[k]).to(device=device, non_blocking=non_blocking, dtype=torch.float32)
+            for k in (self.cond_key, self.image_key)
+        )
+
+    def _iteration(self, engine: ConditionalGanTrainer, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        cond, real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        g, d = engine.g_network, engine.d_network
+        g.train()
+        d.train()
+
+        with engine.autocast():
+            fake = g(cond)
+
+        # discriminator step on real pairs and (pooled) fake pairs
+        set_requires_grad(d, True)
+        fake_d, cond_d = engine.pool.query(fake.detach(), cond)
+        with engine.autocast():
+            s_real = d(real, cond)
+            s_fake = d(fake_d, cond_d)
+            d_loss = engine.adv_loss(s_real, True, True) + engine.adv_loss(s_fake, False, True)
+        engine.optimise("d", d_loss)
+
+        # generator step with D frozen
+        set_requires_grad(d, False)
+        with engine.autocast():
+            g_adv = engine.adv_loss(d(fake, cond), True, False)
+            g_rec = F.l1_loss(fake.float(), real) if engine.lambda_rec > 0 else torch.zeros((), device=fake.device)
+            g_loss = g_adv + engine.lambda_rec * g_rec
+        engine.optimise("g", g_loss)
+        set_requires_grad(d, True)
+
+        return {
+            GanKeys.COND: cond.detach(),
+            GanKeys.REAL: real.detach(),
+            GanKeys.FAKE: fake.detach(),
+            GanKeys.G_LOSS: g_loss.detach(),
+            GanKeys.G_ADV: g_adv.detach(),
+            GanKeys.G_REC: g_rec.detach(),
+            GanKeys.D_LOSS: d_loss.detach(),
+            GanKeys.D_REAL: s_real.detach().float().mean(),
+            GanKeys.D_FAKE: s_fake.detach().float().mean(),
+        }

@@ -1,0 +1,93 @@
+"""Building blocks shared by volgan's generators and discriminators (2D and 3D via ``spatial_dims``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch.nn.utils.parametrizations import spectral_norm
+
+__all__ = ["apply_spectral_norm", "has_spectral_norm", "SNConvolution", "UpsampleConv", "conv_modules"]
+
+
+def conv_modules(module: nn.Module) -> list[nn.Module]:
+    """All convolution layers (any dimensionality, transposed included) inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+
+
+def has_spectral_norm(conv: nn.Module) -> bool:
+    """True when ``conv.weight`` is spectrally normalised by ``torch.nn.utils.parametrizations``."""
+    parametrizations = getattr(conv, "parametrizations", None)
+    return parametrizations is not None and "weight" in parametrizations
+
+
+def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv of ``module`` that lacks it.
+
+    One power iteration per training step (the estimate persists in the ``_u``/``_v`` buffers).
+    """
+    for conv in conv_modules(module):
+        if not has_spectral_norm(conv):
+            spectral_norm(conv, n_power_iterations=n_power_iterations)
+    return module
+
+
+class SNConvolution(Convolution):
+    """MONAI ``Convolution`` (conv -> norm -> act) with optional spectral norm on its conv (MM-GAN Sec. IV-A).
+
+    Args:
+        spectral: apply spectral normalisation to the convolution weight.
+        other args: as ``monai.networks.blocks.Convolution``.
+    """
+
+    def __init__(self, *args, spectral: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if spectral:
+            apply_spectral_norm(self)
+
+
+class UpsampleConv(nn.Module):
+    """Interpolation up-sampling followed by a stride-1 convolution (no transposed conv: no checkerboard).
+
+    MM-GAN Sec. IV-A ("cubic" interpolation; trilinear in 3D since PyTorch has no tricubic mode) and the
+    cycle/shape GAN's nearest up-sampling + 3x3x3 conv (P2, Table 1).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels, out_channels: channels of the conv after up-sampling.
+        mode: ``"linear"`` (bilinear/trilinear) or ``"nearest"``.
+        scale_factor: up-sampling factor when no target size is given to ``forward``.
+        act, norm, spectral: as ``SNConvolution``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        mode: str = "linear",
+        scale_factor: float = 2.0,
+        act: str | tuple | None = ("leakyrelu", {"negative_slope": 0.2}),
+        norm: str | tuple | None = "instance",
+        spectral: bool = True,
+        kernel_size: int | Sequence[int] = 3,
+    ):
+        super().__init__()
+        if mode not in ("linear", "nearest"):
+            raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
+        self.mode = {"linear": {2: "bilinear", 3: "trilinear"}[spatial_dims], "nearest": "nearest"}[mode]
+        self.scale_factor = scale_factor
+        self.conv = SNConvolution(
+            spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act=act, norm=norm, spectral=spectral
+        )
+
+    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        align = {"align_corners": False} if self.mode != "nearest" else {}
+        if size is not None:
+            x = F.interpolate(x, size=tuple(size), mode=self.mode, **align)
+        else:
+            x = F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, **align)
+        return self.conv(x)
