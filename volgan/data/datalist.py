@@ -150,6 +150,9 @@ def load_datalist(
         for k in keys:
             if k not in entry:
                 raise VolganDataError(origin, f"entry {i} has no {k!r}")
+        for k in dict.fromkeys(tuple(keys) + ("image", "label")):
+            if k not in entry:
+                continue
             value = entry[k]
             if not isinstance(value, (str, os.PathLike)):
                 raise VolganDataError(origin, f"entry {i}: {k!r} must be a path, got {value!r}")
@@ -177,6 +180,9 @@ def list_inputs(source: str | os.PathLike | Sequence, key: str = "label") -> lis
         raise VolganDataError(path, "input does not exist")
     if path.is_file() and path.suffix.lower() == ".json":
         items = load_datalist(path, keys=())
+        missing = [i for i, it in enumerate(items) if key not in it and "image" not in it]
+        if missing:
+            raise VolganDataError(path, f"entry {missing[0]} has neither {key!r} nor 'image'")
         return [str(Path(it[key] if key in it else it["image"])) for it in items]
     if path.is_file():
         if not _suffix(path):

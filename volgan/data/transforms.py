@@ -15,7 +15,7 @@ from scipy import ndimage
 from volgan.data.validate import source_path
 from volgan.errors import VolganDataError
 
-__all__ = ["BrainAsLabeld", "ForegroundNormalized", "TumourPerturbd", "perturb_lesion"]
+__all__ = ["BrainAsLabeld", "ForegroundNormalized", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion"]
 
 BRATS_LESION_LABELS = (1, 2, 4)
 
@@ -55,35 +55,41 @@ class BrainAsLabeld(MapTransform):
 
 
 class ForegroundNormalized(MapTransform):
-    """Z-score the image inside the foreground (label > 0), then map to the generator's tanh range.
+    """Z-score the image inside the foreground, then map to the generator's tanh range.
 
     MM-GAN z-scores each modality (Sec. V-A); its generator ends in tanh, so the z-scores are divided by
-    ``z_range`` and clipped to [-1, 1], and background (label 0) is set to -1. With the default 3, voxels
-    beyond 3 standard deviations saturate (a documented choice, not a silent one: ``z_range`` sets it).
-    Each channel is normalised on its own (one model per modality, or modalities as channels).
+    ``z_range`` and clipped to [-1, 1], and background is set to ``background`` (-1). With the default 3,
+    voxels beyond 3 standard deviations saturate (a documented choice: ``z_range`` sets it). The foreground
+    is ``label > 0`` when ``label_key`` is given, else the non-zero voxels of the image (skull-stripped MRI,
+    and volgan's synthetic volumes, are 0 outside the brain). Each channel is normalised on its own.
+    With ``scale=False`` plain z-scores are returned (background 0), e.g. for segmentors.
     """
 
-    def __init__(self, keys: KeysCollection = "image", label_key: str = "label", z_range: float = 3.0,
-                 background: float = -1.0, allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection = "image", label_key: str | None = "label", z_range: float = 3.0,
+                 background: float = -1.0, scale: bool = True, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         if z_range <= 0:
             raise ValueError(f"z_range must be > 0, got {z_range}")
-        self.label_key, self.z_range, self.background = label_key, float(z_range), float(background)
+        self.label_key, self.z_range, self.background, self.scale = label_key, float(z_range), float(background), scale
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
-        fg = np.asarray(d[self.label_key])[0] > 0
         for key in self.key_iterator(d):
             img = np.asarray(d[key], dtype=np.float32)
+            if self.label_key is not None:
+                fg, where = np.asarray(d[self.label_key])[0] > 0, source_path(d[self.label_key])
+            else:
+                fg, where = np.any(img != 0, axis=0), source_path(d[key])
             if not fg.any():
-                raise VolganDataError(source_path(d[self.label_key]), "empty label map: no foreground to normalise in")
-            out = np.full_like(img, self.background)
+                raise VolganDataError(where, "no foreground to normalise in (empty label map or all-zero image)")
+            out = np.full_like(img, self.background if self.scale else 0.0)
             for c in range(img.shape[0]):
                 vals = img[c][fg]
                 std = float(vals.std())
                 if std == 0:
                     raise VolganDataError(source_path(d[key]), "image is constant inside the foreground")
-                out[c][fg] = np.clip((vals - vals.mean()) / std / self.z_range, -1.0, 1.0)
+                z = (vals - vals.mean()) / std
+                out[c][fg] = np.clip(z / self.z_range, -1.0, 1.0) if self.scale else z
             d[key] = _like(out, d[key]) if isinstance(d[key], torch.Tensor) else out
             if isinstance(d[key], torch.Tensor):
                 d[key] = d[key].float()
@@ -187,4 +193,34 @@ class TumourPerturbd(RandomizableTransform, MapTransform):
             new, params = perturb_lesion(lab[0], self.R, **self.kwargs)
             d[key] = _like(new[None], d[key])
             d[f"{key}_perturbation"] = params
+        return d
+
+
+class ToPseudoIntensityd(MapTransform):
+    """Generator output in [-1, 1] -> pseudo-MR intensities: ``offset + scale * z_range * x`` inside the
+    foreground, 0 outside (skull-stripped convention, as BraTS and the real inputs).
+
+    The inverse of ``ForegroundNormalized`` up to the unknown scanner scale: ``z_range * x`` is the z-score, so
+    with the defaults the brain lies in [250, 1750] and re-z-scoring the written volume recovers ``z_range * x``.
+    The foreground is the argmax of the one-hot condition in ``cond_key`` being > 0.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", cond_key: str = "image", z_range: float = 3.0,
+                 offset: float = 1000.0, scale: float = 250.0, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        if offset - scale * z_range <= 0:
+            raise ValueError("offset - scale * z_range must be > 0 so the brain never touches the 0 background")
+        self.cond_key, self.z_range, self.offset, self.scale = cond_key, float(z_range), float(offset), float(scale)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        cond = torch.as_tensor(d[self.cond_key])
+        fg = (cond.argmax(0, keepdim=True) > 0) if cond.shape[0] > 1 else (cond > 0)
+        for key in self.key_iterator(d):
+            x = d[key]
+            xt = torch.as_tensor(x).float()
+            out = torch.where(fg.to(xt.device), self.offset + self.scale * self.z_range * xt, torch.zeros_like(xt))
+            if isinstance(x, MetaTensor):
+                out = MetaTensor(out, meta=x.meta)
+            d[key] = out
         return d

@@ -23,6 +23,7 @@ __all__ = [
     "check_pair",
     "validate_datalist",
     "ValidateVolumed",
+    "ValidateLabelMapd",
     "source_path",
 ]
 
@@ -181,4 +182,20 @@ class ValidateVolumed(MapTransform):
                         require_foreground=self.require_foreground)
             for key in self.key_iterator(d):
                 check_pair(d[key], lab, channel_first=True)
+        return d
+
+
+class ValidateLabelMapd(MapTransform):
+    """Dictionary transform that checks loaded, channel-first label maps (``check_label``) under ``keys``."""
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int = 3, label_values: Sequence[int] | None = None,
+                 require_foreground: bool = True, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims, self.label_values, self.require_foreground = spatial_dims, label_values, require_foreground
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            check_label(d[key], None, self.label_values, self.spatial_dims, channel_first=True,
+                        require_foreground=self.require_foreground)
         return d

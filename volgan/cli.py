@@ -1,0 +1,89 @@
+"""``volgan`` command line: thin wrappers over the API and the bundles."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from volgan.errors import VolganError, find_volgan_error
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from volgan.demo import run_demo
+
+    run_demo(args.output_dir, quick=args.quick, device=args.device, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from volgan.inference import synthesize
+
+    extra = {"perturb": args.perturb, "seed": args.seed, "overwrite": args.overwrite, "device": args.device}
+    if args.roi_size:
+        extra["roi_size"] = args.roi_size
+    path = synthesize(args.input, args.ckpt_path, args.output_dir, bundle=args.bundle, **extra)
+    print(path)
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from volgan.data import load_datalist, validate_datalist
+
+    items = validate_datalist(load_datalist(args.dataset), label_values=args.label_values, spatial_dims=args.spatial_dims)
+    print(f"{args.dataset}: {len(items)} valid (image, label) pairs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="volgan", description="GAN-based synthesis of medical images (MONAI bundles)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show full tracebacks and INFO logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="MM-GAN end to end on the embedded sample data (a few minutes on a CPU)")
+    d.add_argument("--output-dir", default="volgan-demo")
+    d.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    d.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu: the demo is sized for it)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true", help="replace a non-demo folder at --output-dir")
+    d.set_defaults(func=_demo)
+
+    s = sub.add_parser("synthesize", help="synthesise volumes from label maps with a trained generator")
+    s.add_argument("input", help="label map file, folder or datalist JSON")
+    s.add_argument("--ckpt-path", required=True)
+    s.add_argument("--output-dir", required=True)
+    s.add_argument("--bundle", default="mmgan_label2mri_3d")
+    s.add_argument("--perturb", action="store_true", help="perturb the lesion first (augmentation workflow)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--roi-size", type=int, nargs="+")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_synthesize)
+
+    c = sub.add_parser("check-data", help="validate a datalist or folder of (image, label) pairs")
+    c.add_argument("dataset")
+    c.add_argument("--label-values", type=int, nargs="+")
+    c.add_argument("--spatial-dims", type=int, default=3)
+    c.set_defaults(func=_check_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; a ``VolganError`` prints one line ``volgan: error: <file>: <problem>`` and exits 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # noqa: BLE001
+        err = find_volgan_error(e)
+        if err is None or args.verbose:
+            raise
+        print(f"volgan: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

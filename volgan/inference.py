@@ -1,0 +1,222 @@
+"""Whole-volume synthesis with sliding-window inference, written as NIfTI + datalist + provenance (P1 Sec. V-D).
+
+The bundle's ``inference.yaml`` is assembled from these pieces (MONAI Label reads its ``network_def``,
+``preprocessing``, ``inferer`` and ``postprocessing``); ``synthesize`` runs that bundle from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor, NibabelWriter
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import AsDiscreted, Compose, CopyItemsd, DeleteItemsd, EnsureTyped, LoadImaged
+
+from volgan.data.datalist import list_inputs, write_datalist
+from volgan.data.transforms import TumourPerturbd
+from volgan.data.validate import ValidateLabelMapd, check_label, load_volume
+from volgan.errors import VolganConfigError, VolganDataError
+from volgan.utils import as_bool, sha256_file
+
+__all__ = [
+    "check_inputs",
+    "prepare_output_dir",
+    "synthesis_preprocessing",
+    "make_inferer",
+    "SynthesisWriter",
+    "synthesize",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def check_inputs(source: Any, label_values: Sequence[int] | None = None, spatial_dims: int = 3,
+                 key: str = "label") -> list[dict[str, str]]:
+    """Resolve ``input`` (file, folder, datalist) to ``[{"image": label_map_path}]`` and check every label map
+    before anything is written (unreadable, wrong dims, NaN, values outside ``label_values``, empty)."""
+    files = list_inputs(source, key=key)
+    for f in files:
+        check_label(load_volume(f), f, label_values, spatial_dims)
+    return [{"image": f} for f in files]
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, overwrite: Any = False) -> Path:
+    """Create ``output_dir``; refuse a non-empty one unless ``overwrite`` (outputs are never replaced silently)."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise VolganConfigError(f"output_dir {out} exists and is not a folder")
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".staging")) and not as_bool(overwrite):
+        raise VolganConfigError(f"output_dir {out} is not empty; pass --overwrite true to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def synthesis_preprocessing(num_classes: int = 5, label_values: Sequence[int] | None = (0, 1, 2, 3, 4),
+                            spatial_dims: int = 3, perturb: Any = False, perturb_args: Mapping | None = None,
+                            seed: int | None = 0, validate: bool = True) -> Compose:
+    """Label map in ``image`` -> one-hot network input in ``image``, the (perturbed) label map kept in ``label``.
+
+    With ``perturb``, the lesion is deformed first (``TumourPerturbd``, seeded), for the augmentation workflow.
+    """
+    xforms: list = [LoadImaged(keys="image", image_only=True, ensure_channel_first=True)]
+    if validate:
+        xforms.append(ValidateLabelMapd(keys="image", spatial_dims=spatial_dims, label_values=label_values))
+    xforms.append(CopyItemsd(keys="image", names="label"))
+    if as_bool(perturb):
+        t = TumourPerturbd(keys="label", **dict(perturb_args or {}))
+        if seed is not None:
+            t.set_random_state(seed=int(seed))
+        xforms += [t, DeleteItemsd(keys="image"), CopyItemsd(keys="label", names="image")]
+    xforms += [EnsureTyped(keys="image", dtype=torch.float32), AsDiscreted(keys="image", to_onehot=int(num_classes))]
+    return Compose(xforms)
+
+
+def make_inferer(roi_size: Sequence[int] = (96, 96, 96), sw_batch_size: int = 1, overlap: float = 0.5,
+                 mode: str = "gaussian") -> SlidingWindowInferer:
+    """MONAI ``SlidingWindowInferer`` with gaussian blending; pads with edge values (one-hot stays one-hot)."""
+    if not 0 <= float(overlap) < 1:
+        raise VolganConfigError(f"overlap must be in [0, 1), got {overlap}")
+    return SlidingWindowInferer(roi_size=list(roi_size), sw_batch_size=int(sw_batch_size), overlap=float(overlap),
+                                mode=mode, padding_mode="replicate")
+
+
+def _write_nifti(array: torch.Tensor | np.ndarray, meta_ref: Any, path: Path, dtype: Any) -> None:
+    writer = NibabelWriter(output_dtype=dtype)
+    arr = array.detach().cpu() if isinstance(array, torch.Tensor) else torch.as_tensor(array)
+    writer.set_data_array(arr, channel_dim=0 if arr.shape[0] > 1 else 0, squeeze_end_dims=True)
+    meta = dict(meta_ref.meta) if isinstance(meta_ref, MetaTensor) else {}
+    if isinstance(meta_ref, MetaTensor):
+        meta["affine"] = meta_ref.affine
+        meta["original_affine"] = meta_ref.affine
+    writer.set_metadata(meta, resample=False)
+    writer.write(str(path), verbose=False)
+
+
+class SynthesisWriter:
+    """Evaluator handler: for each case, writes ``<stem>_synth.nii.gz`` (the generated image), ``<stem>_label.nii.gz``
+    (the label map it was made from, perturbed or not) and ``<stem>_synth.json`` (provenance: checkpoint sha256,
+    seed, source label map, perturbation, roi/overlap). All files are staged in ``output_dir/.staging-*`` and
+    moved into place when the run completes, with ``datalist.json`` (decathlon "training" list of
+    (image, label) pairs that a MONAI segmentation bundle reads directly). A run that fails leaves nothing.
+
+    Args:
+        output_dir: destination folder (see ``prepare_output_dir``).
+        ckpt_path: generator weights (hashed for provenance).
+        seed, extra: provenance entries.
+        suffix: appended to each output stem (e.g. ``_p3`` for perturbation seed 3), so several syntheses of
+            one label map can share a folder.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, ckpt_path: str | os.PathLike | None = None, seed: Any = None,
+                 extra: Mapping | None = None, suffix: str = ""):
+        self.output_dir = Path(output_dir)
+        self.ckpt_path = ckpt_path
+        self.ckpt_sha256 = sha256_file(ckpt_path) if ckpt_path and os.path.isfile(ckpt_path) else None
+        self.seed, self.extra, self.suffix = seed, dict(extra or {}), str(suffix or "")
+        self.records: list[dict[str, Any]] = []
+        self.staging: Path | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write)
+        engine.add_event_handler(Events.COMPLETED, self.commit)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._abort)
+
+    def _start(self, engine: Engine | None = None) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=str(self.output_dir)))
+        self.records = []
+
+    def _abort(self, engine: Engine, e: BaseException) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        raise e
+
+    def _stem(self, src: str) -> str:
+        name = Path(src).name
+        for suf in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+            if name.endswith(suf):
+                name = name[: -len(suf)]
+                break
+        for tag in ("_label", "_seg", "_labels", "_mask"):
+            if name.endswith(tag):
+                name = name[: -len(tag)]
+        return name + self.suffix
+
+    def _write(self, engine: Engine) -> None:
+        if self.staging is None:
+            self._start()
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(batch, Mapping):  # not decollated
+            raise VolganConfigError("SynthesisWriter needs a decollated evaluator (decollate=True)")
+        for item, out in zip(batch, output):
+            label = item["label"]
+            src = str(label.meta.get("filename_or_obj", "input")) if isinstance(label, MetaTensor) else "input"
+            stem = self._stem(src)
+            pred = out["pred"]
+            img_path, lab_path = self.staging / f"{stem}_synth.nii.gz", self.staging / f"{stem}_label.nii.gz"
+            if img_path.exists():
+                raise VolganDataError(src, f"two inputs map to the same output name {img_path.name}")
+            _write_nifti(pred, label, img_path, np.float32)
+            _write_nifti(label, label, lab_path, np.uint8)
+            pert = item.get("label_perturbation")
+            prov = {
+                "source_label_map": os.path.abspath(src),
+                "checkpoint": os.path.abspath(self.ckpt_path) if self.ckpt_path else None,
+                "checkpoint_sha256": self.ckpt_sha256,
+                "seed": self.seed,
+                "perturbation": json.loads(pert) if isinstance(pert, str) else (pert or {"perturbed": False}),
+                "image": img_path.name,
+                "label": lab_path.name,
+                **self.extra,
+            }
+            (self.staging / f"{stem}_synth.json").write_text(json.dumps(prov, indent=2) + "\n")
+            self.records.append({"image": img_path.name, "label": lab_path.name, "source": prov["source_label_map"]})
+
+    def commit(self, engine: Engine | None = None) -> Path:
+        """Move the staged files into ``output_dir`` and write ``datalist.json``; returns its path."""
+        if self.staging is None:
+            raise VolganConfigError("nothing staged: the writer did not run")
+        for f in sorted(self.staging.iterdir()):
+            os.replace(f, self.output_dir / f.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging = None
+        items = [{"image": str(self.output_dir / r["image"]), "label": str(self.output_dir / r["label"]),
+                  "source": r["source"]} for r in self.records]
+        existing = []
+        dl = self.output_dir / "datalist.json"
+        if dl.is_file():
+            try:
+                existing = [e for e in json.loads(dl.read_text()).get("training", [])
+                            if e.get("image") not in {r["image"] for r in self.records}]
+                existing = [{**e, "image": str(self.output_dir / e["image"]), "label": str(self.output_dir / e["label"])}
+                            for e in existing]
+            except (json.JSONDecodeError, AttributeError):
+                existing = []
+        return write_datalist(dl, existing + items, description="volgan synthetic (image, label) pairs")
+
+
+def synthesize(input: Any, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: A002
+               bundle: str = "mmgan_label2mri_3d", **overrides: Any) -> Path:
+    """Synthesise whole volumes from label maps with a trained generator; returns the written ``datalist.json``.
+
+    Runs the bundle's ``inference.yaml`` (sliding window, AMP on CUDA) with ``input`` (a file, folder or
+    datalist of label maps), ``ckpt_path`` and ``output_dir``; other bundle ids (``roi_size``, ``overlap``,
+    ``perturb``, ``seed``, ``device``, ``overwrite``, ``gen_channels`` ...) pass as keyword arguments.
+    """
+    from volgan.bundle import run_bundle
+
+    run_bundle(bundle, "inference", input=str(input) if isinstance(input, (str, os.PathLike)) else input,
+               ckpt_path=str(ckpt_path), output_dir=str(output_dir), **overrides)
+    return Path(output_dir) / "datalist.json"

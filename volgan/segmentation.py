@@ -1,0 +1,140 @@
+"""The downstream segmentor every pipeline feeds: train on (image, label) pairs, evaluate Dice on volumes.
+
+Used for MM-GAN's synthesis-quality measure (a real-trained segmentor on synthetic images, P1 Sec. V-B) and
+for real-only vs real + synthetic comparisons. MONAI's ``UNet``, ``DiceCELoss``, ``SupervisedTrainer`` and
+``sliding_window_inference`` do the work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Events
+from monai.data import CacheDataset, DataLoader
+from monai.engines import SupervisedTrainer
+from monai.inferers import SimpleInferer, sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+from monai.transforms import Compose, EnsureTyped, LoadImaged, MapLabelValued, RandCropByLabelClassesd, SpatialPadd
+
+from volgan.data.transforms import ForegroundNormalized
+from volgan.data.validate import ValidateVolumed
+from volgan.handlers import ProgressHandler
+from volgan.metrics import BRATS_REGIONS, region_dice
+from volgan.utils import amp_enabled, resolve_device
+
+__all__ = ["make_segmentor", "segmentation_transforms", "train_segmentor", "predict_volume", "evaluate_segmentor"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_segmentor(spatial_dims: int = 3, num_classes: int = 5, channels: Sequence[int] = (16, 32, 64, 128),
+                   num_res_units: int = 1) -> torch.nn.Module:
+    """MONAI ``UNet`` (instance norm, stride-2 downsampling) with ``num_classes`` outputs."""
+    channels = tuple(channels)
+    return UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=num_classes, channels=channels,
+                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm="instance")
+
+
+def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch_size: Sequence[int] | None = None,
+                            spatial_dims: int = 3) -> Compose:
+    """Load, check, z-score inside the non-zero (brain) voxels; with ``patch_size`` add class-balanced crops.
+
+    Label values are mapped to 0..K-1 (``label_values`` order). Real skull-stripped volumes and volgan's
+    synthetic volumes (0 outside the brain) are normalised the same way.
+    """
+    label_values = list(label_values)
+    xforms: list = [
+        LoadImaged(keys=["image", "label"], image_only=True, ensure_channel_first=True),
+        ValidateVolumed(keys="image", label_key="label", spatial_dims=spatial_dims, label_values=label_values),
+        ForegroundNormalized(keys="image", label_key=None, scale=False),
+    ]
+    if label_values != list(range(len(label_values))):
+        xforms.append(MapLabelValued(keys="label", orig_labels=label_values, target_labels=list(range(len(label_values)))))
+    xforms.append(EnsureTyped(keys=["image", "label"], track_meta=False))
+    if patch_size is not None:
+        k = len(label_values)
+        xforms += [
+            SpatialPadd(keys=["image", "label"], spatial_size=list(patch_size)),
+            RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=list(patch_size),
+                                    num_classes=k, ratios=[0.5] + [1.0] * (k - 1), num_samples=2, warn=False),
+        ]
+    return Compose(xforms)
+
+
+def train_segmentor(
+    train_items: Sequence[Mapping[str, Any]],
+    label_values: Sequence[int] = (0, 1, 2, 3, 4),
+    iterations: int = 200,
+    patch_size: Sequence[int] = (32, 32, 32),
+    batch_size: int = 2,
+    lr: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    channels: Sequence[int] = (16, 32, 64, 128),
+    seed: int = 0,
+    device: Any = None,
+    amp: Any = True,
+    progress: Any = "auto",
+    desc: str | None = None,
+) -> torch.nn.Module:
+    """Train a MONAI 3D U-Net with Dice+CE for a fixed number of ``iterations`` (same budget across settings).
+
+    MM-GAN trains its evaluation U-Nets with Adam lr 2e-4, betas (0.5, 0.999) (Sec. V-B); those are the defaults.
+    """
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    device = resolve_device(device)
+    net = make_segmentor(3, len(label_values), channels).to(device)
+    pairs = [{"image": it["image"], "label": it["label"]} for it in train_items]  # extra keys may differ per source
+    ds = CacheDataset(pairs, segmentation_transforms(label_values, patch_size), progress=False)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+    epoch_length = min(len(loader), iterations)
+    max_epochs = int(np.ceil(iterations / max(epoch_length, 1)))
+    trainer = SupervisedTrainer(
+        device=device, max_epochs=max_epochs, train_data_loader=loader, network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr, betas=betas),
+        loss_function=DiceCELoss(to_onehot_y=True, softmax=True), inferer=SimpleInferer(),
+        epoch_length=epoch_length, amp=amp_enabled(amp, device), decollate=False,
+        train_handlers=[ProgressHandler(progress, output_transform=lambda o: {"loss": float(o["loss"])}, desc=desc)],
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration >= iterations else None)
+    trainer.run()
+    set_determinism(seed=None)
+    return net
+
+
+@torch.no_grad()
+def predict_volume(net: torch.nn.Module, image: torch.Tensor, roi_size: Sequence[int] = (64, 64, 64),
+                   overlap: float = 0.5, device: Any = None, amp: Any = True) -> torch.Tensor:
+    """Label map (argmax) of a channel-first image with gaussian-blended sliding windows."""
+    device = resolve_device(device)
+    net.eval()
+    x = torch.as_tensor(image)[None].float().to(device)
+    with torch.autocast("cuda", enabled=amp_enabled(amp, device)):
+        logits = sliding_window_inference(x, list(roi_size), 1, net, overlap=overlap, mode="gaussian")
+    return logits.argmax(1)[0].cpu()
+
+
+def evaluate_segmentor(
+    net: torch.nn.Module,
+    items: Sequence[Mapping[str, Any]],
+    label_values: Sequence[int] = (0, 1, 2, 3, 4),
+    regions: Mapping[str, Sequence[int]] = BRATS_REGIONS,
+    roi_size: Sequence[int] = (64, 64, 64),
+    device: Any = None,
+) -> list[dict[str, float]]:
+    """Dice per region (in original label values) for every case, on whole volumes."""
+    xf = segmentation_transforms(label_values, None)
+    lv = torch.tensor(list(label_values))
+    rows = []
+    for item in items:
+        d = xf(dict(item))
+        pred = lv[predict_volume(net, d["image"], roi_size, device=device)]
+        target = lv[torch.as_tensor(d["label"][0]).long()]
+        rows.append({"case": str(item.get("case", item["image"])), **region_dice(pred, target, regions)})
+    return rows
