@@ -45,11 +45,11 @@ def run_bundle(name: str, config: str = "train", **overrides: Any):
     if not cfg.is_file():
         raise VolganConfigError(f"bundle {name} has no configs/{config}.yaml")
     files = [str(cfg)]
-    if config != "train" and (root / "configs" / "train.yaml").is_file() and config in ("evaluate",):
+    if config == "multi_gpu_train":  # an override of train.yaml, as in MONAI's model zoo
         files = [str(root / "configs" / "train.yaml"), str(cfg)]
     overrides.setdefault("bundle_root", str(root))
     wf = ConfigWorkflow(config_file=files, meta_file=str(root / "configs" / "metadata.json"),
-                        logging_file=str(root / "configs" / "logging.conf"), workflow_type=config,
+                        logging_file=str(root / "configs" / "logging.conf"), workflow_type={"train": "train", "multi_gpu_train": "train", "inference": "infer"}.get(config),
                         **overrides)
     try:
         wf.initialize()

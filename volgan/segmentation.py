@@ -31,6 +31,8 @@ __all__ = ["make_segmentor", "segmentation_transforms", "train_segmentor", "pred
 
 logger = logging.getLogger(__name__)
 
+BACKGROUND = -1.5
+
 
 def make_segmentor(spatial_dims: int = 3, num_classes: int = 5, channels: Sequence[int] = (16, 32, 64, 128),
                    num_res_units: int = 1) -> torch.nn.Module:
@@ -44,6 +46,9 @@ def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch
                             spatial_dims: int = 3) -> Compose:
     """Load, check, z-score inside the non-zero (brain) voxels; with ``patch_size`` add class-balanced crops.
 
+    Brain voxels map to [-1, 1] (z / 3, clipped) and background to -1.5, so the two never share a value
+    (plain z-scores would put the background at the brain's mean).
+
     Label values are mapped to 0..K-1 (``label_values`` order). Real skull-stripped volumes and volgan's
     synthetic volumes (0 outside the brain) are normalised the same way.
     """
@@ -51,7 +56,7 @@ def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch
     xforms: list = [
         LoadImaged(keys=["image", "label"], image_only=True, ensure_channel_first=True),
         ValidateVolumed(keys="image", label_key="label", spatial_dims=spatial_dims, label_values=label_values),
-        ForegroundNormalized(keys="image", label_key=None, scale=False),
+        ForegroundNormalized(keys="image", label_key=None, z_range=3.0, background=BACKGROUND),
     ]
     if label_values != list(range(len(label_values))):
         xforms.append(MapLabelValued(keys="label", orig_labels=label_values, target_labels=list(range(len(label_values)))))
@@ -59,7 +64,8 @@ def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch
     if patch_size is not None:
         k = len(label_values)
         xforms += [
-            SpatialPadd(keys=["image", "label"], spatial_size=list(patch_size)),
+            SpatialPadd(keys="image", spatial_size=list(patch_size), value=BACKGROUND),
+            SpatialPadd(keys="label", spatial_size=list(patch_size)),
             RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=list(patch_size),
                                     num_classes=k, ratios=[0.5] + [1.0] * (k - 1), num_samples=2, warn=False),
         ]

@@ -35,7 +35,7 @@ def load_subject(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def add_synthetic_lesion(
-    image: np.ndarray, brain: np.ndarray, rng: np.random.RandomState, radius: tuple[float, float] = (4.5, 8.0)
+    image: np.ndarray, brain: np.ndarray, rng: np.random.RandomState, radius: tuple[float, float] = (6.0, 10.0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Place one simulated tumour in real anatomy; returns (image, BraTS-style label map).
 
@@ -51,7 +51,7 @@ def add_synthetic_lesion(
     d = np.sqrt(sum(((grid[i] - centre[i]) / axes[i]) ** 2 for i in range(3)))
     wobble = ndimage.gaussian_filter(rng.standard_normal(image.shape), 3.0)
     d = d + 0.25 * wobble / max(np.abs(wobble).max(), 1e-6)
-    core, rim = rng.uniform(0.25, 0.4), rng.uniform(0.5, 0.65)
+    core, rim = rng.uniform(0.3, 0.45), rng.uniform(0.55, 0.7)
     label = np.where(brain, 3, 0).astype(np.uint8)
     label[(d < 1.0) & brain] = 2
     label[(d < rim) & brain] = 4

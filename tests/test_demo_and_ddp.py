@@ -1,0 +1,55 @@
+"""The demo end to end (quick budgets) and DDP training with torchrun on two CPU processes."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import BUNDLES, tiny_case, write_pair
+
+
+def test_demo_quick(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "volgan.cli", "demo", "--quick", "--output-dir", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| real only | 8 | 4 |" in r.stdout and "| real + synthetic | 8 + 8 | 4 |" in r.stdout
+    assert (out / "figure.png").stat().st_size > 10_000
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["results"]) >= {"real only", "real + synthetic"}
+    from monai.data import load_decathlon_datalist
+
+    assert len(load_decathlon_datalist(str(out / "synthetic" / "datalist.json"))) == 8
+    # a second run replaces its own previous output, but never a folder it did not write
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "volgan.cli", "demo", "--quick", "--output-dir", str(other)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not empty" in r.stderr and (other / "keep.txt").exists()
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_torchrun_two_cpu_processes(tmp_path):
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(4):
+        write_pair(data, f"c{i}", *tiny_case(rng, (16, 16, 16)))
+    b = BUNDLES / "mmgan_label2mri_3d" / "configs"
+    out = tmp_path / "out"
+    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run",
+           "--config_file", f"['{b / 'train.yaml'}','{b / 'multi_gpu_train.yaml'}']", "--bundle_root", str(b.parent),
+           "--dataset_dir", str(data), "--output_dir", str(out), "--max_epochs", "2", "--patch_size", "[16,16,16]",
+           "--gen_channels", "[4,8,16,32]", "--disc_channels", "[8,16,16]"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import torch
+
+    ck = torch.load(out / "checkpoint_2.pt", weights_only=True)
+    assert ck["trainer"]["iteration"] == 4  # 4 cases over 2 ranks: 2 iterations per epoch
+    assert (out / "model.pt").is_file() and len(list((out / "logs").glob("events*"))) == 1
