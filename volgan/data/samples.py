@@ -59,7 +59,7 @@ def add_synthetic_lesion(
     med = float(np.median(image[brain]))
     noise = ndimage.gaussian_filter(rng.standard_normal(image.shape), 0.7) * 0.08 * med
     target = image.copy()
-    target[label == 2] = image[label == 2] * 0.8
+    target[label == 2] = image[label == 2] * 0.65
     target[label == 4] = 1.35 * med + noise[label == 4]
     target[label == 1] = 0.35 * med + noise[label == 1]
     w = ndimage.gaussian_filter((label != 3).astype(float) * brain, 0.6) * brain
