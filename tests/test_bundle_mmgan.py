@@ -150,3 +150,21 @@ def test_cli_bad_input_one_line_nonzero(tmp_path, tiny_dataset):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "case1_image.nii.gz: empty file" in lines[0], r.stderr
+
+
+def test_evaluate_synthesis_quality_with_and_without_pool(trained, tmp_path, tiny_train_overrides):
+    folder, items, out = trained
+    nopool = tmp_path / "nopool"
+    run_bundle("mmgan_label2mri_3d", "train", dataset_dir=str(folder), output_dir=str(nopool), max_epochs=1,
+               pool_size=0, **tiny_train_overrides)
+    assert _ckpt(nopool / "checkpoint_1.pt")["pool"]["images"] == []
+    ev = tmp_path / "eval"
+    run_bundle("mmgan_label2mri_3d", "evaluate", dataset_dir=str(folder), ckpt_path=str(out / "model.pt"),
+               ckpt_path_nopool=str(nopool / "model.pt"), output_dir=str(ev), device="cpu",
+               gen_channels=[4, 8, 16, 32], seg_iterations=2, seg_channels=[4, 8, 16], patch_size=[16, 16, 16],
+               roi_size=[24, 24, 24], val_fraction=0.34)
+    res = json.loads((ev / "results.json").read_text())["results"]
+    assert set(res) == {"real held-out images (reference)", "synthetic, with image pool", "synthetic, without image pool"}
+    for r in res.values():
+        assert r["n_test"] == 1 and {"WT", "TC", "ET(4)"} <= set(r["rows"][0])
+    assert (ev / "results.csv").read_text().count("\n") == 4 and (ev / "segmentor.pt").is_file()

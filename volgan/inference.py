@@ -35,6 +35,7 @@ __all__ = [
     "make_inferer",
     "SynthesisWriter",
     "synthesize",
+    "synthesize_augmentations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -220,3 +221,22 @@ def synthesize(input: Any, ckpt_path: str | os.PathLike, output_dir: str | os.Pa
     run_bundle(bundle, "inference", input=str(input) if isinstance(input, (str, os.PathLike)) else input,
                ckpt_path=str(ckpt_path), output_dir=str(output_dir), **overrides)
     return Path(output_dir) / "datalist.json"
+
+
+def synthesize_augmentations(label_maps: Any, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike,
+                             copies: int = 1, seed: int = 0, bundle: str = "mmgan_label2mri_3d",
+                             **overrides: Any) -> list[dict[str, str]]:
+    """MM-GAN's augmentation workflow (Sec. V-D): ``copies`` perturbed versions of every label map (lesion
+    deformed inside the organ, perturbation seeds ``seed + 1 .. seed + copies``), each synthesised into an
+    image; all pairs land in ``output_dir`` with one ``datalist.json``. Returns the (image, label) entries.
+    ``copies = 3`` with ``mix_datalists(real, pairs, 300)`` gives the paper's "300 % F + R".
+    """
+    from volgan.data.datalist import load_datalist
+
+    if copies < 1:
+        raise VolganConfigError(f"copies must be >= 1, got {copies}")
+    prepare_output_dir(output_dir, overrides.pop("overwrite", False))
+    for k in range(copies):
+        synthesize(label_maps, ckpt_path, output_dir, bundle=bundle, perturb=True, seed=int(seed) + 1 + k,
+                   overwrite=True, **overrides)
+    return load_datalist(Path(output_dir) / "datalist.json")

@@ -23,3 +23,7 @@ __all__ = [
 from volgan.data.dataset import resolve_dataset, split_datalist  # noqa: E402
 
 __all__ += ["resolve_dataset", "split_datalist"]
+
+from volgan.data.mixing import mix_datalists  # noqa: E402
+
+__all__ += ["mix_datalists"]

@@ -25,6 +25,7 @@ def resolve_dataset(
     label_values: Iterable[int] | None = None,
     spatial_dims: int = 3,
     label_key: str | None = "label",
+    image_channels: int | None = None,
 ) -> list[dict[str, Any]]:
     """Datalist for ``dataset_dir``: a decathlon JSON, a folder of pairs, a list, or ``"sample"``.
 
@@ -41,7 +42,8 @@ def resolve_dataset(
     keys = ("image", label_key) if label_key else ("image",)
     items = load_datalist(dataset_dir, keys=keys)
     if validate:
-        items = validate_datalist(items, label_key=label_key, spatial_dims=spatial_dims, label_values=label_values)
+        items = validate_datalist(items, label_key=label_key, spatial_dims=spatial_dims, label_values=label_values,
+                                  image_channels=image_channels)
     return items
 
 

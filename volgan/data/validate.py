@@ -58,17 +58,21 @@ def load_volume(path: str | os.PathLike, reader: str | None = None) -> MetaTenso
     return img
 
 
-def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, channel_first: bool) -> tuple[int, ...]:
+def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, channel_first: bool,
+             channels: int | None = None) -> tuple[int, ...]:
     shape = tuple(arr.shape)
     if channel_first:
         if len(shape) != spatial_dims + 1:
             raise VolganDataError(path, f"expected {spatial_dims}D data with a channel dim, got shape {shape}")
         return shape[1:]
-    if len(shape) == spatial_dims + 1 and shape[-1] == 1:
+    if len(shape) == spatial_dims + 1 and (shape[-1] == 1 or (channels is not None and shape[-1] == channels)):
         return shape[:-1]
-    if len(shape) != spatial_dims:
-        extra = " (4D with several channels/time points)" if len(shape) == 4 else ""
-        raise VolganDataError(path, f"expected a {spatial_dims}D volume, got {len(shape)}D shape {shape}{extra}")
+    if len(shape) != spatial_dims or (channels is not None and channels > 1):
+        if len(shape) == spatial_dims + 1:
+            want = f"{channels} channels" if channels else "one channel"
+            raise VolganDataError(path, f"expected a {spatial_dims}D volume with {want}, got {len(shape)}D shape {shape} "
+                                  f"({shape[-1]} channels/time points)")
+        raise VolganDataError(path, f"expected a {spatial_dims}D volume, got {len(shape)}D shape {shape}")
     return shape
 
 
@@ -76,9 +80,9 @@ def check_image(
     img: torch.Tensor | np.ndarray, path: str | None = None, spatial_dims: int = 3, channel_first: bool = False,
     channels: int | None = None,
 ) -> None:
-    """Number of dimensions (and channels), and no NaN/Inf voxel."""
+    """Number of dimensions (and channels: for non-channel-first data a last axis of ``channels``), no NaN/Inf."""
     path = path or source_path(img)
-    _spatial(img, path, spatial_dims, channel_first)
+    _spatial(img, path, spatial_dims, channel_first, channels if not channel_first else None)
     if channel_first and channels is not None and img.shape[0] != channels:
         raise VolganDataError(path, f"expected {channels} channel(s), got {img.shape[0]} (shape {tuple(img.shape)})")
     t = torch.as_tensor(img)
@@ -117,7 +121,7 @@ def check_pair(image: torch.Tensor, label: torch.Tensor, image_path: str | None 
     label_path = label_path or source_path(label)
     si = tuple(image.shape[1:] if channel_first else image.shape)
     sl = tuple(label.shape[1:] if channel_first else label.shape)
-    si = si[:-1] if len(si) > len(sl) and si[-1] == 1 else si
+    si = si[: len(sl)] if not channel_first and len(si) == len(sl) + 1 else si  # multi-modal image (H, W, D, C)
     sl = sl[:-1] if len(sl) > len(si) and sl[-1] == 1 else sl
     if si != sl:
         raise VolganDataError(label_path, f"shape {sl} does not match image {image_path} shape {si}")
@@ -135,14 +139,19 @@ def validate_datalist(
     spatial_dims: int = 3,
     label_values: Iterable[int] | None = None,
     require_foreground: bool = True,
+    image_channels: int | None = None,
 ) -> list[dict]:
-    """Load and check every entry (image, label, pair) before anything is trained or written; returns the items."""
+    """Load and check every entry (image, label, pair) before anything is trained or written; returns the items.
+
+    ``image_channels``: modalities stacked on the last axis of 4D images (e.g. 4 for decathlon BraTS);
+    ``None`` accepts single-channel volumes only.
+    """
     out = []
     for item in items:
         img = lab = None
         if image_key:
             img = load_volume(item[image_key])
-            check_image(img, str(item[image_key]), spatial_dims)
+            check_image(img, str(item[image_key]), spatial_dims, channels=image_channels)
         if label_key:
             lab = load_volume(item[label_key])
             check_label(lab, str(item[label_key]), label_values, spatial_dims, require_foreground=require_foreground)

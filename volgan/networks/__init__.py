@@ -2,7 +2,8 @@
 
 from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm, conv_modules, has_spectral_norm
 from volgan.networks.discriminators import PatchDiscriminator
-from volgan.networks.unet_generator import SNUNetGenerator
+from volgan.networks.segmentors import PSPNet, RefineNet, SegEncoder, make_cycle_segmentor
+from volgan.networks.unet_generator import SNUNetGenerator, cycle_generator
 
 __all__ = [
     "SNConvolution",
@@ -12,4 +13,9 @@ __all__ = [
     "has_spectral_norm",
     "PatchDiscriminator",
     "SNUNetGenerator",
+    "cycle_generator",
+    "PSPNet",
+    "RefineNet",
+    "SegEncoder",
+    "make_cycle_segmentor",
 ]

@@ -10,7 +10,7 @@ from monai.networks.layers.factories import Act, Conv, Pool
 
 from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm
 
-__all__ = ["SNUNetGenerator"]
+__all__ = ["SNUNetGenerator", "cycle_generator"]
 
 
 class SNUNetGenerator(nn.Module):
@@ -36,6 +36,11 @@ class SNUNetGenerator(nn.Module):
         spectral: spectral norm on every conv.
         upsample_mode: ``"linear"`` (paper) or ``"nearest"``.
         output_act: ``"tanh"`` (paper) or ``None``.
+        downsample: ``"maxpool"`` (MM-GAN: 2^d max-pool, then two convs) or ``"conv"`` (the cycle/shape GAN's
+            generator, P2 Table 1: a stride-2 3^d conv, then one conv).
+
+    The P2 generator is this class with ``downsample="conv"``, ``upsample_mode="nearest"``, ``spectral=False``
+    and channels (32, 64, 256, 256): see ``volgan.networks.cycle_generator``.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class SNUNetGenerator(nn.Module):
         spectral: bool = True,
         upsample_mode: str = "linear",
         output_act: str | None = "tanh",
+        downsample: str = "maxpool",
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -65,11 +71,23 @@ class SNUNetGenerator(nn.Module):
             return SNConvolution(spatial_dims, cin, cout, kernel_size=3, act=act, norm=norm, spectral=spectral)
 
         self.input_block = nn.Sequential(conv(in_channels, channels[0]), conv(channels[0], channels[0]))
-        pool = Pool[Pool.MAX, spatial_dims]
-        self.down_blocks = nn.ModuleList(
-            nn.Sequential(pool(kernel_size=2, stride=2), conv(channels[i - 1], channels[i]), conv(channels[i], channels[i]))
-            for i in range(1, len(channels))
-        )
+        if downsample == "maxpool":
+            pool = Pool[Pool.MAX, spatial_dims]
+            self.down_blocks = nn.ModuleList(
+                nn.Sequential(pool(kernel_size=2, stride=2), conv(channels[i - 1], channels[i]), conv(channels[i], channels[i]))
+                for i in range(1, len(channels))
+            )
+        elif downsample == "conv":
+            self.down_blocks = nn.ModuleList(
+                nn.Sequential(
+                    SNConvolution(spatial_dims, channels[i - 1], channels[i], strides=2, kernel_size=3, act=act,
+                                  norm=norm, spectral=spectral),
+                    conv(channels[i], channels[i]),
+                )
+                for i in range(1, len(channels))
+            )
+        else:
+            raise ValueError(f"downsample must be 'maxpool' or 'conv', got {downsample!r}")
         self.up_samplers = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for i in range(len(channels) - 1, 0, -1):
@@ -96,3 +114,18 @@ class SNUNetGenerator(nn.Module):
             skip = skips.pop()
             x = block(torch.cat([up(x, size=skip.shape[2:]), skip], dim=1))
         return self.output_block(x)
+
+
+def cycle_generator(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 1,
+                    channels: Sequence[int] = (32, 64, 256, 256), act: str | tuple = ("leakyrelu", {"negative_slope": 0.2}),
+                    norm: str | tuple = "instance") -> SNUNetGenerator:
+    """Generator of the cycle/shape GAN (P2 Table 1): stride-2 3^d convs down (3 levels, max rate 8), two convs per
+    resolution, long skips, nearest up-sampling x2 + 3^d conv (stride 1: the table's stride 2 cannot restore the
+    resolution), instance norm, tanh.
+
+    Deviations, documented: a full-resolution input block (``channels[0]``, 32) gives the last skip, and the
+    decoder halves the channels before each concatenation like MM-GAN's; Table 1's encoder widths
+    (64, 256, 256) are kept. LeakyReLU 0.2 (Table 1) rather than the text's ReLU.
+    """
+    return SNUNetGenerator(spatial_dims, in_channels, out_channels, channels, act=act, norm=norm, spectral=False,
+                           upsample_mode="nearest", output_act="tanh", downsample="conv")

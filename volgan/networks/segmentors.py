@@ -1,0 +1,148 @@
+"""Segmentors of the cycle/shape GAN (P2 Sec. 3.3): Refine-Net and PSP-Net variants, 2D and 3D.
+
+Both share one encoder with the U-Net of P2 (two 3^d convs per level, 2^d max-pool, 3 down-samplings);
+the U-Net itself comes from MONAI (``make_cycle_segmentor("unet")``). Capacity: PSP < U-Net < Refine (P2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Conv, Pool
+
+__all__ = ["SegEncoder", "RefineNet", "PSPNet", "make_cycle_segmentor"]
+
+
+def _interp(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode={4: "bilinear", 5: "trilinear"}[x.ndim], align_corners=False)
+
+
+class SegEncoder(nn.Module):
+    """Encoder: two 3^d conv + norm + ReLU per level, 2^d max-pool between levels; returns every level's features."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, channels: Sequence[int] = (32, 64, 128, 256),
+                 norm: str = "instance"):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        cin = in_channels
+        for c in channels:
+            self.levels.append(nn.Sequential(
+                Convolution(spatial_dims, cin, c, kernel_size=3, act="relu", norm=norm),
+                Convolution(spatial_dims, c, c, kernel_size=3, act="relu", norm=norm),
+            ))
+            cin = c
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, level in enumerate(self.levels):
+            x = level(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class _RCU(nn.Module):
+    """Residual conv unit: x + conv(relu(conv(relu(x))))."""
+
+    def __init__(self, spatial_dims: int, c: int):
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.body = nn.Sequential(nn.ReLU(), conv(c, c, 3, padding=1), nn.ReLU(), conv(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class _RefineUnit(nn.Module):
+    """One Refine-Net block: RCU on the skip, fusion with the up-sampled coarser path, chained residual pooling."""
+
+    def __init__(self, spatial_dims: int, c_skip: int, c_coarse: int | None, c: int):
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.adapt = conv(c_skip, c, 3, padding=1)
+        self.rcu = _RCU(spatial_dims, c)
+        self.fuse_coarse = conv(c_coarse, c, 3, padding=1) if c_coarse else None
+        self.fuse_skip = conv(c, c, 3, padding=1)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=5, stride=1, padding=2)
+        self.crp = nn.ModuleList(conv(c, c, 3, padding=1) for _ in range(2))
+        self.out = _RCU(spatial_dims, c)
+
+    def forward(self, skip: torch.Tensor, coarse: torch.Tensor | None) -> torch.Tensor:
+        x = self.fuse_skip(self.rcu(self.adapt(skip)))
+        if coarse is not None and self.fuse_coarse is not None:
+            x = x + _interp(self.fuse_coarse(coarse), x.shape[2:], "linear")
+        x = F.relu(x)
+        path = x
+        for conv in self.crp:  # chained residual pooling
+            path = conv(self.pool(path))
+            x = x + path
+        return self.out(x)
+
+
+class RefineNet(nn.Module):
+    """Refine-Net (Lin et al. 2017) on the shared encoder: one refine unit per scale, coarse to fine, with
+    long-range residual connections from every encoder level (P2 Sec. 3.3)."""
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+                 channels: Sequence[int] = (32, 64, 128, 256), refine_channels: int = 64, norm: str = "instance"):
+        super().__init__()
+        self.encoder = SegEncoder(spatial_dims, in_channels, channels, norm)
+        rev = list(reversed(channels))
+        self.units = nn.ModuleList(
+            _RefineUnit(spatial_dims, c, None if i == 0 else refine_channels, refine_channels) for i, c in enumerate(rev)
+        )
+        self.head = Conv[Conv.CONV, spatial_dims](refine_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        y = None
+        for unit, f in zip(self.units, reversed(feats)):
+            y = unit(f, y)
+        return self.head(y)
+
+
+class PSPNet(nn.Module):
+    """PSP-Net (Zhao et al. 2017) on the shared encoder: pyramid pooling over ``bins`` scales of the deepest
+    features, linear up-sampling, concatenation, a 3^d conv and linear up-sampling to the input size (P2)."""
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+                 channels: Sequence[int] = (32, 64, 128, 256), bins: Sequence[int] = (1, 2, 4), norm: str = "instance"):
+        super().__init__()
+        self.encoder = SegEncoder(spatial_dims, in_channels, channels, norm)
+        c = channels[-1]
+        pool = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[spatial_dims]
+        self.stages = nn.ModuleList(
+            nn.Sequential(pool(b), Convolution(spatial_dims, c, c // len(bins), kernel_size=1, act="relu", norm=None))
+            for b in bins
+        )
+        fused = c + (c // len(bins)) * len(bins)
+        self.bottleneck = Convolution(spatial_dims, fused, c // 2, kernel_size=3, act="relu", norm=norm)
+        self.head = Conv[Conv.CONV, spatial_dims](c // 2, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(x)[-1]
+        pyramid = [f] + [_interp(stage(f), f.shape[2:], "linear") for stage in self.stages]
+        y = self.head(self.bottleneck(torch.cat(pyramid, 1)))
+        return _interp(y, x.shape[2:], "linear")
+
+
+def make_cycle_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+                         channels: Sequence[int] = (32, 64, 128, 256)) -> nn.Module:
+    """``"unet"`` (MONAI ``UNet``, 3 down-samplings), ``"refinenet"`` or ``"pspnet"`` (P2 Sec. 3.3)."""
+    kind = kind.lower()
+    if kind == "unet":
+        from monai.networks.nets import UNet
+
+        return UNet(spatial_dims, in_channels, out_channels, channels=tuple(channels),
+                    strides=(2,) * (len(channels) - 1), num_res_units=0, norm="instance")
+    if kind == "refinenet":
+        return RefineNet(spatial_dims, in_channels, out_channels, channels)
+    if kind == "pspnet":
+        return PSPNet(spatial_dims, in_channels, out_channels, channels)
+    raise ValueError(f"unknown segmentor {kind!r}: choose unet, refinenet or pspnet")
