@@ -1,6 +1,5 @@
 """Mixing ratios, multi-modal (4D) images with a modality setting, label mapping, NRRD input."""
 
-import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk

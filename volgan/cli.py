@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from volgan.errors import VolganError, find_volgan_error
+from volgan.errors import find_volgan_error
 
 __all__ = ["main"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["summarise", "format_table", "synthesis_quality", "mmgan_synthesis_quality"]
+__all__ = ["summarise", "format_table", "synthesis_quality", "mmgan_synthesis_quality", "cycle_shape_scores"]
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], regions: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -127,5 +127,86 @@ def mmgan_synthesis_quality(
             f"(seed {seed}); test: {len(test)} held-out cases; device {dev}. Dice = 2|x.y|/(|x|^2+|y|^2).")
     table = _write_report(out, "MM-GAN synthesis quality (Dice of a real-trained U-Net on synthetic images)", note,
                           results, regions)
+    print(table)
+    return {"results": results, "table": table}
+
+
+def cycle_shape_scores(
+    test_a: Any,
+    test_b: Any,
+    ckpt_dir: str,
+    output_dir: str,
+    ref_dir: str | None = None,
+    num_classes: int = 5,
+    label_map_a: Mapping | None = None,
+    label_map_b: Mapping | None = None,
+    intensity_a: Mapping | None = None,
+    intensity_b: Mapping | None = None,
+    gen_channels: Sequence[int] = (32, 64, 256, 256),
+    seg_kind: str = "unet",
+    seg_channels: Sequence[int] = (32, 64, 128, 256),
+    roi_size: Sequence[int] = (96, 96, 32),
+    spatial_dims: int = 3,
+    device: Any = None,
+    title: str = "cycle/shape GAN",
+) -> dict[str, Any]:
+    """P2's measures on held-out real volumes of both domains.
+
+    - S-score (Sec. 4.2): mean foreground Dice of a segmentor trained on the *target* domain's real data
+      (``ref_dir``'s ``model_s_a.pt``/``model_s_b.pt``: use a ``cyclegan``-mode run, whose S saw real data only)
+      applied to the translated volumes G_B(x_A) (resp. G_A(x_B)), against the source label.
+    - Segmentation Dice of this run's S_A on real A and S_B on real B.
+    ``ckpt_dir`` holds ``model.pt`` (G_B), ``model_g_a.pt``, ``model_s_a.pt``, ``model_s_b.pt``.
+    """
+    from pathlib import Path
+
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from volgan.data.datalist import load_datalist
+    from volgan.data.unpaired import domain_transforms
+    from volgan.metrics import region_dice
+    from volgan.networks import cycle_generator, make_cycle_segmentor
+    from volgan.utils import resolve_device, safe_torch_load
+
+    dev = resolve_device(device)
+    ckpt, ref = Path(ckpt_dir), Path(ref_dir or ckpt_dir)
+
+    def load(net, path):
+        net.load_state_dict(safe_torch_load(path, dev)["model"])
+        return net.to(dev).eval()
+
+    g_b = load(cycle_generator(spatial_dims, 1, 1, gen_channels), ckpt / "model.pt")
+    g_a = load(cycle_generator(spatial_dims, 1, 1, gen_channels), ckpt / "model_g_a.pt")
+    seg = {k: load(make_cycle_segmentor(seg_kind, spatial_dims, 1, num_classes, seg_channels), d / f"model_s_{x}.pt")
+           for k, d, x in (("s_a", ckpt, "a"), ("s_b", ckpt, "b"), ("ref_a", ref, "a"), ("ref_b", ref, "b"))}
+    regions = {f"class {k}": (k,) for k in range(1, num_classes)}
+
+    def run(net, x):
+        return sliding_window_inference(x[None].to(dev), list(roi_size), 1, net, overlap=0.5, mode="gaussian")
+
+    def fg_dice(pred, lab):
+        d = region_dice(pred, lab, regions)
+        vals = [v for v in d.values() if v == v]  # NaN: class absent in both
+        return float(sum(vals) / len(vals)) if vals else float("nan")
+
+    rows: dict[str, list[dict[str, float]]] = {"S-score A->B": [], "S-score B->A": [], "Dice S_A (real A)": [],
+                                               "Dice S_B (real B)": []}
+    for items, intensity, mapping, gen, ref_seg, own_seg, s_key, d_key in (
+        (test_a, intensity_a, label_map_a, g_b, seg["ref_b"], seg["s_a"], "S-score A->B", "Dice S_A (real A)"),
+        (test_b, intensity_b, label_map_b, g_a, seg["ref_a"], seg["s_b"], "S-score B->A", "Dice S_B (real B)"),
+    ):
+        xf = domain_transforms(intensity or {}, mapping, num_classes, None, spatial_dims)
+        for it in load_datalist(items):
+            d = xf({"image": it["image"], "label": it["label"]})
+            x, lab = torch.as_tensor(d["image"]).float(), torch.as_tensor(d["label"])[0].long()
+            with torch.no_grad():
+                fake = run(gen, x)[0]
+                rows[s_key].append({"case": it["image"], "mean fg Dice": fg_dice(run(ref_seg, fake).argmax(1)[0].cpu(), lab)})
+                rows[d_key].append({"case": it["image"], "mean fg Dice": fg_dice(run(own_seg, x).argmax(1)[0].cpu(), lab)})
+    results = {k: {"n_train": "", "n_test": len(v), "rows": v, "summary": summarise(v, ["mean fg Dice"])}
+               for k, v in rows.items()}
+    note = f"checkpoints {ckpt}; S-score reference segmentors {ref}; device {dev}."
+    table = _write_report(output_dir, f"{title}: S-score and segmentation Dice", note, results, ["mean fg Dice"])
     print(table)
     return {"results": results, "table": table}

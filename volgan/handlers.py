@@ -25,6 +25,7 @@ __all__ = [
     "ExportNetwork",
     "TensorBoardGanHandler",
     "ProgressHandler",
+    "EarlyStopOnLoss",
     "latest_checkpoint",
     "scalar_outputs",
 ]
@@ -215,3 +216,38 @@ class ProgressHandler:
 
         kwargs = {"desc": self.desc} if self.desc else {}
         ProgressBar(persist=True, **kwargs).attach(engine, output_transform=self.output_transform)
+
+
+class EarlyStopOnLoss:
+    """Stop training when the epoch mean of ``output[key]`` has not improved (decreased by more than
+    ``min_delta``) for ``patience`` epochs that report it (P2: stop when the segmentation loss stalls ~5 epochs).
+    Epochs whose outputs lack ``key`` (e.g. a phase without segmentor updates) are not counted.
+    """
+
+    def __init__(self, key: str = "s_loss", patience: int = 5, min_delta: float = 0.0):
+        self.key, self.patience, self.min_delta = key, int(patience), float(min_delta)
+        self.best, self.bad_epochs, self._sum, self._n = float("inf"), 0, 0.0, 0
+
+    def attach(self, engine: Engine) -> None:
+        if self.patience <= 0:
+            return
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _accumulate(self, engine: Engine) -> None:
+        out = engine.state.output
+        if isinstance(out, Mapping) and self.key in out:
+            self._sum += float(out[self.key])
+            self._n += 1
+
+    def _check(self, engine: Engine) -> None:
+        if self._n == 0:
+            return
+        mean, self._sum, self._n = self._sum / self._n, 0.0, 0
+        if mean < self.best - self.min_delta:
+            self.best, self.bad_epochs = mean, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            logger.info("early stop: %s has not improved for %d epochs (best %.4f)", self.key, self.patience, self.best)
+            engine.terminate()

@@ -30,6 +30,7 @@ from volgan.utils import as_bool, sha256_file
 
 __all__ = [
     "check_inputs",
+    "translation_inputs",
     "prepare_output_dir",
     "synthesis_preprocessing",
     "make_inferer",
@@ -49,6 +50,31 @@ def check_inputs(source: Any, label_values: Sequence[int] | None = None, spatial
     for f in files:
         check_label(load_volume(f), f, label_values, spatial_dims)
     return [{"image": f} for f in files]
+
+
+def translation_inputs(source: Any, spatial_dims: int = 3) -> list[dict[str, str]]:
+    """Inputs of a translation (P2): a datalist or folder of (image, label) pairs keeps the labels (they become the
+    synthetic volumes' labels); a file or a folder of images gives images alone. Every file is checked first."""
+    from volgan.data.datalist import find_pairs, load_datalist
+    from volgan.data.validate import validate_datalist
+
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    items: list[dict[str, str]]
+    if path is None:
+        items = load_datalist(source, keys=("image",))
+    elif path.is_file() and path.suffix.lower() == ".json":
+        items = load_datalist(path, keys=("image",))
+    elif path.is_dir():
+        try:
+            items = find_pairs(path)
+        except VolganDataError:
+            items = [{"image": f} for f in list_inputs(path, key="image")]
+    else:
+        items = [{"image": f} for f in list_inputs(source, key="image")]
+    with_label = all("label" in it for it in items)
+    items = [{k: it[k] for k in (("image", "label") if with_label else ("image",))} for it in items]
+    return validate_datalist(items, label_key="label" if with_label else None, spatial_dims=spatial_dims,
+                             require_foreground=False)
 
 
 def prepare_output_dir(output_dir: str | os.PathLike, overwrite: Any = False) -> Path:
@@ -150,9 +176,9 @@ class SynthesisWriter:
             if name.endswith(suf):
                 name = name[: -len(suf)]
                 break
-        for tag in ("_label", "_seg", "_labels", "_mask"):
-            if name.endswith(tag):
-                name = name[: -len(tag)]
+        from volgan.data.datalist import _IMAGE_TAGS, _LABEL_TAGS, _split_tag
+
+        name = _split_tag(name, _LABEL_TAGS + _IMAGE_TAGS) or name
         return name + self.suffix
 
     def _write(self, engine: Engine) -> None:
@@ -162,28 +188,34 @@ class SynthesisWriter:
         if isinstance(batch, Mapping):  # not decollated
             raise VolganConfigError("SynthesisWriter needs a decollated evaluator (decollate=True)")
         for item, out in zip(batch, output):
-            label = item["label"]
-            src = str(label.meta.get("filename_or_obj", "input")) if isinstance(label, MetaTensor) else "input"
+            source = item["image"]  # MM-GAN: the label map; translation: the source image
+            src = str(source.meta.get("filename_or_obj", "input")) if isinstance(source, MetaTensor) else "input"
             stem = self._stem(src)
-            pred = out["pred"]
+            label = item.get("label")
             img_path, lab_path = self.staging / f"{stem}_synth.nii.gz", self.staging / f"{stem}_label.nii.gz"
             if img_path.exists():
                 raise VolganDataError(src, f"two inputs map to the same output name {img_path.name}")
-            _write_nifti(pred, label, img_path, np.float32)
-            _write_nifti(label, label, lab_path, np.uint8)
+            _write_nifti(out["pred"], source, img_path, np.float32)
+            if label is not None:
+                _write_nifti(label, source, lab_path, np.uint8)
             pert = item.get("label_perturbation")
             prov = {
-                "source_label_map": os.path.abspath(src),
+                "source": os.path.abspath(src),
+                "source_label_map": os.path.abspath(str(label.meta.get("filename_or_obj", src)))
+                if isinstance(label, MetaTensor) else None,
                 "checkpoint": os.path.abspath(self.ckpt_path) if self.ckpt_path else None,
                 "checkpoint_sha256": self.ckpt_sha256,
                 "seed": self.seed,
                 "perturbation": json.loads(pert) if isinstance(pert, str) else (pert or {"perturbed": False}),
                 "image": img_path.name,
-                "label": lab_path.name,
+                "label": lab_path.name if label is not None else None,
                 **self.extra,
             }
             (self.staging / f"{stem}_synth.json").write_text(json.dumps(prov, indent=2) + "\n")
-            self.records.append({"image": img_path.name, "label": lab_path.name, "source": prov["source_label_map"]})
+            rec = {"image": img_path.name, "source": prov["source"]}
+            if label is not None:
+                rec["label"] = lab_path.name
+            self.records.append(rec)
 
     def commit(self, engine: Engine | None = None) -> Path:
         """Move the staged files into ``output_dir`` and write ``datalist.json``; returns its path."""
@@ -193,15 +225,14 @@ class SynthesisWriter:
             os.replace(f, self.output_dir / f.name)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging = None
-        items = [{"image": str(self.output_dir / r["image"]), "label": str(self.output_dir / r["label"]),
-                  "source": r["source"]} for r in self.records]
+        items = [{**r, **{k: str(self.output_dir / r[k]) for k in ("image", "label") if k in r}} for r in self.records]
         existing = []
         dl = self.output_dir / "datalist.json"
         if dl.is_file():
             try:
                 existing = [e for e in json.loads(dl.read_text()).get("training", [])
                             if e.get("image") not in {r["image"] for r in self.records}]
-                existing = [{**e, "image": str(self.output_dir / e["image"]), "label": str(self.output_dir / e["label"])}
+                existing = [{**e, **{k: str(self.output_dir / e[k]) for k in ("image", "label") if k in e}}
                             for e in existing]
             except (json.JSONDecodeError, AttributeError):
                 existing = []

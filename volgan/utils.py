@@ -22,7 +22,15 @@ __all__ = [
     "atomic_torch_save",
     "sha256_file",
     "safe_torch_load",
+    "require",
 ]
+
+
+def require(value: Any, name: str) -> Any:
+    """``value``, or a ``VolganConfigError`` saying that ``--name`` is required when it is empty/None."""
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        raise VolganConfigError(f"--{name} is required")
+    return value
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", "none", ""}

@@ -27,3 +27,15 @@ __all__ += ["resolve_dataset", "split_datalist"]
 from volgan.data.mixing import mix_datalists  # noqa: E402
 
 __all__ += ["mix_datalists"]
+
+from volgan.data.unpaired import (  # noqa: E402
+    MapToSharedLabelsd,
+    UnpairedDataset,
+    check_unpaired,
+    domain_transforms,
+    intensity_transform,
+    shared_label_mapping,
+)
+
+__all__ += ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
+            "shared_label_mapping"]

@@ -2,6 +2,7 @@
 
 from volgan.engines.base import AdversarialTrainerBase, NonFiniteLossError, set_requires_grad
 from volgan.engines.conditional_gan import ConditionalGanTrainer
+from volgan.engines.cycle_shape import MODES, CycleKeys, CycleShapeEvents, CycleShapeTrainer
 from volgan.engines.image_pool import ImagePool
 from volgan.engines.keys import GanKeys
 from volgan.engines.schedules import LinearDecay, linear_decay_scheduler
@@ -11,6 +12,10 @@ __all__ = [
     "NonFiniteLossError",
     "set_requires_grad",
     "ConditionalGanTrainer",
+    "CycleShapeTrainer",
+    "CycleShapeEvents",
+    "CycleKeys",
+    "MODES",
     "ImagePool",
     "GanKeys",
     "LinearDecay",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -31,8 +31,8 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
     D_REAL/D_FAKE = mean D scores) and the detached tensors COND, REAL, FAKE for image logging.
 
     Args:
-        device, max_epochs, train_data_loader, epoch_length, non_blocking, train_handlers, amp, amp_dtype,
-            max_nonfinite_steps: see ``AdversarialTrainerBase``.
+        device, max_epochs, train_data_loader: see ``AdversarialTrainerBase``; its other arguments
+            (``epoch_length``, ``train_handlers``, ``amp``, ``amp_dtype``, ``max_nonfinite_steps``...) pass as kwargs.
         g_network, d_network: generator and (conditional) discriminator.
         g_optimizer, d_optimizer: their optimisers (MM-GAN: Adam betas (0, 0.9), lr 4e-4 / 1e-4).
         adv_loss: adversarial loss called as ``adv(scores, target_is_real, for_discriminator)``
@@ -56,12 +56,6 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
         lambda_rec: float = 0.0,
         cond_key: str = "cond",
         image_key: str = "image",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        amp_dtype: str = "float16",
-        max_nonfinite_steps: int = 10,
         **kwargs: Any,
     ):
         super().__init__(
@@ -69,13 +63,7 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
             max_epochs=max_epochs,
             train_data_loader=train_data_loader,
             optimizers={"g": g_optimizer, "d": d_optimizer},
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
             prepare_batch=self._prepare,
-            train_handlers=train_handlers,
-            amp=amp,
-            amp_dtype=amp_dtype,
-            max_nonfinite_steps=max_nonfinite_steps,
             **kwargs,
         )
         if lambda_rec < 0:

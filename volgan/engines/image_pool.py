@@ -40,8 +40,13 @@ class ImagePool:
         return len(self.images)
 
     @torch.no_grad()
-    def query(self, images: torch.Tensor, conds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return a batch of (image, condition) of the same size, mixing current and pooled tuples."""
+    def query(self, images: torch.Tensor, conds: torch.Tensor | None = None):
+        """Return a batch of (image, condition) of the same size, mixing current and pooled tuples.
+
+        Without conditions (unconditional D, as CycleGAN's), pass ``conds=None``: the second element is ``None``.
+        """
+        if conds is None:
+            return self.query(images, images.new_zeros((images.shape[0], 0) + tuple(images.shape[2:])))[0], None
         if images.shape[0] != conds.shape[0]:
             raise ValueError(f"batch sizes differ: images {images.shape[0]}, conditions {conds.shape[0]}")
         if self.pool_size == 0:
