@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 
@@ -87,18 +88,34 @@ def bench_training(size, iters, device, channels, disc_channels, amp=False):
     return bare, engine
 
 
+def _sample_label_map(shape):
+    """A realistic label map of ``shape``: an embedded sample case (brain + simulated tumour), nearest-resized."""
+    import tempfile
+
+    import nibabel as nib
+
+    from volgan.data.samples import make_sample_cases
+
+    with tempfile.TemporaryDirectory() as tmp:
+        item = json.loads(make_sample_cases(tmp, cases_per_subject=1, subjects=("mni152",)).read_text())["training"][0]
+        lab = torch.as_tensor(np.asarray(nib.load(os.path.join(tmp, item["label"])).dataobj)).long()
+    return torch.nn.functional.interpolate(lab[None, None].float(), size=shape, mode="nearest")[0].long()
+
+
 def _synth_child(args):
     """Run in a subprocess: one synthesis configuration; prints JSON with time and peak memory."""
-    import numpy as np
 
     from volgan.inference import make_inferer
 
     device = torch.device(args.device)
     shape = tuple(args.shape)
     g, _ = _nets(args.channels, [8, 8, 8], device)
+    if args.ckpt:
+        from volgan.utils import safe_torch_load
+
+        g.load_state_dict(safe_torch_load(args.ckpt, device)["model"])
     g.eval()
-    gen = torch.Generator().manual_seed(1)
-    lab = torch.randint(0, 5, (1,) + shape, generator=gen)
+    lab = _sample_label_map(shape)
     x = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float().to(device)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
@@ -119,9 +136,7 @@ def _synth_child(args):
     print(json.dumps(out))
 
 
-def bench_synthesis(shape, configs, device, channels, tmpdir, amp=False):
-    import numpy as np
-
+def bench_synthesis(shape, configs, device, channels, tmpdir, amp=False, ckpt=None):
     rows = []
     for name, roi, overlap in configs:
         save = os.path.join(tmpdir, f"{name}.npy")
@@ -131,6 +146,8 @@ def bench_synthesis(shape, configs, device, channels, tmpdir, amp=False):
             cmd += ["--roi", *map(str, roi)]
         if amp:
             cmd.append("--amp")
+        if ckpt:
+            cmd += ["--ckpt", str(ckpt)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             rows.append({"name": name, "error": (r.stderr.strip().splitlines() or ["failed"])[-1][:120]})
@@ -160,6 +177,7 @@ def main():
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--save")
     p.add_argument("--amp", action="store_true")
+    p.add_argument("--ckpt", help="trained MM-GAN generator (model.pt) for the synthesis table; default: random init")
     args = p.parse_args()
     if args.child:
         return _synth_child(args)
@@ -191,12 +209,13 @@ def main():
     for roi in rois:
         for ov in ((0.25,) if args.quick else (0.25, 0.5)):
             configs.append((f"window {roi[0]}^3, overlap {ov}", roi, ov))
-    print(f"\n## Whole-volume synthesis of a {'x'.join(map(str, shape))} label map (generator {channels})\n")
+    print(f"\n## Whole-volume synthesis of a {'x'.join(map(str, shape))} label map (generator {channels}, "
+          f"{'weights ' + args.ckpt if args.ckpt else 'random weights'})\n")
     print("| inference | seconds | time vs whole | peak RSS MB | RSS growth MB | memory vs whole | max abs diff vs whole |"
           + (" GPU peak MB |" if device.type == "cuda" else ""))
     print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if device.type == "cuda" else ""))
     with tempfile.TemporaryDirectory() as tmp:
-        for r in bench_synthesis(shape, configs, device, channels, tmp):
+        for r in bench_synthesis(shape, configs, device, channels, tmp, ckpt=args.ckpt):
             if "error" in r:
                 print(f"| {r['name']} | failed: {r['error']} | | | | | |")
                 continue
