@@ -26,6 +26,7 @@ __all__ = [
     "TensorBoardGanHandler",
     "ProgressHandler",
     "EarlyStopOnLoss",
+    "GanHealthMonitor",
     "latest_checkpoint",
     "scalar_outputs",
 ]
@@ -35,11 +36,17 @@ _CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 class AtomicDiskSaver(BaseSaveHandler):
-    """Ignite save handler writing through a temp file, fsync and rename: a checkpoint is never truncated."""
+    """Ignite save handler writing through a temp file, fsync and rename: a checkpoint is never truncated.
+
+    Temp files left by a killed run (``.<name>.*.tmp``) are removed when the saver is created.
+    """
 
     def __init__(self, dirname: str | os.PathLike):
         self.dirname = Path(dirname)
         self.dirname.mkdir(parents=True, exist_ok=True)
+        for stale in self.dirname.glob(".checkpoint_*.tmp"):
+            logger.warning("removing %s, left by an interrupted checkpoint write", stale)
+            stale.unlink(missing_ok=True)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         atomic_torch_save(dict(checkpoint), self.dirname / filename)
@@ -251,3 +258,43 @@ class EarlyStopOnLoss:
         if self.bad_epochs >= self.patience:
             logger.info("early stop: %s has not improved for %d epochs (best %.4f)", self.key, self.patience, self.best)
             engine.terminate()
+
+
+class GanHealthMonitor:
+    """Warn (log) about failure modes of GAN training from simple running statistics (every ``interval`` iterations):
+
+    - discriminator domination: the mean D score gap ``d_real - d_fake`` above ``gap_threshold`` (LSGAN targets
+      1 / 0, so a gap near 1 means D separates real from fake perfectly and G gets little signal);
+    - mode collapse: the standard deviation of the generated batch (``fake``) below ``std_threshold``.
+
+    A condition must hold for ``patience`` consecutive checks before it is reported; reports are logged once per
+    episode and counted in ``engine.state.gan_warnings``.
+    """
+
+    def __init__(self, interval: int = 10, patience: int = 5, gap_threshold: float = 0.9, std_threshold: float = 1e-3,
+                 real_key: str = "d_real", fake_score_key: str = "d_fake", fake_key: str = "fake"):
+        self.interval, self.patience = max(int(interval), 1), max(int(patience), 1)
+        self.gap_threshold, self.std_threshold = float(gap_threshold), float(std_threshold)
+        self.keys = (real_key, fake_score_key, fake_key)
+        self.counts = {"discriminator domination": 0, "mode collapse": 0}
+
+    def attach(self, engine: Engine) -> None:
+        engine.state.gan_warnings = []
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        if not isinstance(out, Mapping):
+            return
+        real_key, fake_score_key, fake_key = self.keys
+        checks = {}
+        if real_key in out and fake_score_key in out:
+            checks["discriminator domination"] = float(out[real_key]) - float(out[fake_score_key]) > self.gap_threshold
+        if isinstance(out.get(fake_key), torch.Tensor):
+            checks["mode collapse"] = float(out[fake_key].float().std()) < self.std_threshold
+        for name, bad in checks.items():
+            self.counts[name] = self.counts[name] + 1 if bad else 0
+            if self.counts[name] == self.patience:
+                msg = f"iteration {engine.state.iteration}: possible {name} ({self.patience} checks in a row)"
+                logger.warning(msg)
+                engine.state.gan_warnings.append(msg)
