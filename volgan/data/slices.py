@@ -1,0 +1,144 @@
+"""Slice-wise machinery of the 2D pipelines (P3, P4, P5): 3D volumes -> 2D slice pairs, and 2D predictions -> 3D.
+
+P3 segments 3D data slice by slice, resizes every slice to 256x256 (bicubic images, nearest labels), scales
+intensities to [-1, 1], and stacks the 2D predictions back into volumes so Dice is taken in 3D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from volgan.data.validate import check_image, check_label, check_pair, load_volume
+from volgan.errors import VolganDataError
+
+__all__ = ["select_slices", "resize_slice", "SliceDataset", "restack", "predict_slicewise"]
+
+
+def select_slices(label: np.ndarray | torch.Tensor, axis: int = 2, empty_fraction: float = 0.0,
+                  rng: np.random.RandomState | None = None) -> list[int]:
+    """Indices along ``axis`` of the slices with foreground, plus ``empty_fraction`` x (their number) empty ones
+    drawn at random (``empty_fraction=inf``: every slice)."""
+    lab = np.asarray(label)
+    if lab.ndim != 3:
+        raise ValueError(f"expected a 3D label map, got shape {lab.shape}")
+    other = tuple(a for a in range(3) if a != axis)
+    has_fg = np.any(lab > 0, axis=other)
+    fg = [int(i) for i in np.flatnonzero(has_fg)]
+    empty = [int(i) for i in np.flatnonzero(~has_fg)]
+    if np.isinf(empty_fraction):
+        return list(range(lab.shape[axis]))
+    n_empty = min(len(empty), int(round(len(fg) * max(empty_fraction, 0.0))))
+    rng = rng or np.random.RandomState(0)
+    chosen = sorted(rng.choice(empty, n_empty, replace=False).tolist()) if n_empty else []
+    return sorted(fg + chosen)
+
+
+def resize_slice(x: torch.Tensor, size: Sequence[int] | None, mode: str) -> torch.Tensor:
+    """(C, H, W) -> (C, *size) with ``"bicubic"`` (images) or ``"nearest"`` (labels); ``size=None`` is identity."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    kwargs = {"align_corners": False} if mode in ("bicubic", "bilinear") else {}
+    return F.interpolate(x[None].float(), size=tuple(size), mode=mode, **kwargs)[0]
+
+
+def _to_unit_range(img: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
+    lo, hi = torch.quantile(img.flatten().float(), torch.tensor([lower / 100.0, upper / 100.0]))
+    if hi <= lo:
+        return torch.zeros_like(img, dtype=torch.float32) - 1.0
+    return ((img.float() - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
+
+
+class SliceDataset(Dataset):
+    """2D (image, label) slices of a datalist of 3D volumes (or 2D images), for the 2D pipelines.
+
+    Each volume is loaded and checked once (``VolganDataError`` naming the file), its intensities scaled to
+    [-1, 1] per volume (``percentiles``), slices along ``axis`` with foreground kept plus ``empty_fraction`` of
+    empty ones, and each slice resized to ``size`` (bicubic image, nearest label; ``None`` keeps the size).
+    Items: ``{"image": (1, H, W), "label": (1, H, W), "case": index, "slice": index}``; 2D inputs give one slice.
+
+    Args:
+        items: datalist entries with "image" and "label".
+        axis: slicing axis of the 3D volumes (2 = axial for RAS-like volumes).
+        size: in-plane size after resizing (P3: 256x256).
+        empty_fraction: share of empty slices kept, relative to the foreground slices.
+        label_values: allowed label values (checked).
+        transform: optional callable applied to each item dict (MONAI dictionary transforms).
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], axis: int = 2, size: Sequence[int] | None = (256, 256),
+                 empty_fraction: float = 0.1, percentiles: tuple[float, float] = (0.5, 99.5),
+                 label_values: Sequence[int] | None = None, transform: Callable | None = None, seed: int = 0):
+        self.transform = transform
+        self.slices: list[dict[str, Any]] = []
+        rng = np.random.RandomState(seed)
+        for ci, item in enumerate(items):
+            img, lab = load_volume(item["image"]), load_volume(item["label"])
+            dims = 2 if np.asarray(lab).ndim == 2 else 3
+            check_image(img, str(item["image"]), dims)
+            check_label(lab, str(item["label"]), label_values, dims)
+            check_pair(img, lab, str(item["image"]), str(item["label"]))
+            img_t = torch.as_tensor(np.asarray(img), dtype=torch.float32)
+            lab_t = torch.as_tensor(np.asarray(lab)).long()
+            if img_t.ndim == dims + 1:  # trailing singleton channel
+                img_t = img_t[..., 0]
+            img_t = _to_unit_range(img_t, *percentiles)
+            if dims == 2:
+                pairs = [(0, img_t, lab_t)]
+            else:
+                idx = select_slices(lab_t.numpy(), axis, empty_fraction, rng)
+                pairs = [(i, img_t.select(axis, i), lab_t.select(axis, i)) for i in idx]
+            for si, im2, lb2 in pairs:
+                self.slices.append({
+                    "image": resize_slice(im2[None], size, "bicubic").clamp(-1, 1),
+                    "label": resize_slice(lb2[None].float(), size, "nearest").long(),
+                    "case": ci, "slice": si,
+                })
+        if not self.slices:
+            raise VolganDataError(None, "no slices with foreground in the datalist")
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        d = dict(self.slices[i])
+        return self.transform(d) if self.transform is not None else d
+
+
+def restack(slices: Sequence[torch.Tensor], shape: Sequence[int], axis: int = 2, indices: Sequence[int] | None = None,
+            mode: str = "nearest", fill: float = 0.0) -> torch.Tensor:
+    """Stack 2D (C, h, w) slices back into a (C, *shape) volume along ``axis``, resizing each to the volume's
+    in-plane size (``"nearest"`` for labels, ``"bicubic"`` for images). Slices not in ``indices`` get ``fill``."""
+    shape = tuple(int(s) for s in shape)
+    indices = list(range(shape[axis])) if indices is None else list(indices)
+    if len(indices) != len(slices):
+        raise ValueError(f"{len(slices)} slices for {len(indices)} indices")
+    plane = tuple(s for a, s in enumerate(shape) if a != axis)
+    c = slices[0].shape[0] if slices else 1
+    out = torch.full((c, *shape), float(fill), dtype=slices[0].dtype if slices else torch.float32)
+    for i, sl in zip(indices, slices):
+        r = resize_slice(sl, plane, mode)
+        out.select(axis + 1, i).copy_(r.to(out.dtype) if mode == "nearest" else r)
+    return out
+
+
+@torch.no_grad()
+def predict_slicewise(net: torch.nn.Module, image: torch.Tensor, axis: int = 2, size: Sequence[int] | None = (256, 256),
+                      batch_size: int = 8, device: Any = "cpu") -> torch.Tensor:
+    """Run a 2D segmentor slice by slice over a (C, X, Y, Z) volume (resized to ``size`` in-plane, as in
+    training) and return the (X, Y, Z) argmax label map at the volume's own size."""
+    net.eval()
+    vol = torch.as_tensor(image).float()
+    n = vol.shape[axis + 1]
+    preds = []
+    for start in range(0, n, batch_size):
+        batch = torch.stack([resize_slice(vol.select(axis + 1, i), size, "bicubic")
+                             for i in range(start, min(start + batch_size, n))])
+        logits = net(batch.to(device)).float().cpu()
+        preds += [lg.argmax(0, keepdim=True) for lg in logits]
+    return restack(preds, vol.shape[1:], axis, mode="nearest")[0]
