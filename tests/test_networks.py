@@ -56,3 +56,21 @@ def test_discriminator_rejects_bad_config():
         PatchDiscriminator(channels=(8, 16), strides=(2,))
     with pytest.raises(ValueError):
         SNUNetGenerator(spatial_dims=4)
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (64, 48)), (3, (16, 24, 16))])
+def test_resnet_generator_and_cenet(dims, shape):
+    from volgan.networks import CENet, ResnetGenerator
+
+    g = ResnetGenerator(dims, 2, 1, ngf=8, n_blocks=9 if dims == 2 else 2)
+    x = torch.randn(2, 2, *shape)
+    assert g(x).shape == (2, 1, *shape) and float(g(x).abs().max()) <= 1
+    convs = conv_modules(g)
+    transposed = [c for c in convs if isinstance(c, torch.nn.modules.conv._ConvTransposeNd)]
+    assert len(transposed) == 2  # "2 deconv layers"
+    if dims == 2:
+        assert len(convs) - len(transposed) - 2 * 9 == 4  # "4 conv layers" + 9 residual blocks of two convs
+    with pytest.raises(ValueError, match="divisible by 4"):
+        g(torch.randn(1, 2, *(s + 1 for s in shape)))
+    seg = CENet(dims, 1, 3, (8, 16, 32, 64))
+    assert seg(torch.randn(2, 1, *shape)).shape == (2, 3, *shape)

@@ -2,7 +2,8 @@
 
 from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm, conv_modules, has_spectral_norm
 from volgan.networks.discriminators import PatchDiscriminator
-from volgan.networks.segmentors import PSPNet, RefineNet, SegEncoder, make_cycle_segmentor
+from volgan.networks.resnet_generator import ResidualBlock, ResnetGenerator
+from volgan.networks.segmentors import CENet, PSPNet, RefineNet, SegEncoder, make_cycle_segmentor
 from volgan.networks.unet_generator import SNUNetGenerator, cycle_generator
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "SNUNetGenerator",
     "cycle_generator",
     "PSPNet",
+    "CENet",
+    "ResidualBlock",
+    "ResnetGenerator",
     "RefineNet",
     "SegEncoder",
     "make_cycle_segmentor",

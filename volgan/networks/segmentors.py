@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["SegEncoder", "RefineNet", "PSPNet", "make_cycle_segmentor"]
+__all__ = ["SegEncoder", "RefineNet", "PSPNet", "CENet", "DACBlock", "RMPBlock", "make_cycle_segmentor"]
 
 
 def _interp(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
@@ -134,7 +134,7 @@ class PSPNet(nn.Module):
 
 def make_cycle_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                          channels: Sequence[int] = (32, 64, 128, 256)) -> nn.Module:
-    """``"unet"`` (MONAI ``UNet``, 3 down-samplings), ``"refinenet"`` or ``"pspnet"`` (P2 Sec. 3.3)."""
+    """``"unet"`` (MONAI ``UNet``, 3 down-samplings), ``"refinenet"`` or ``"pspnet"`` (P2 Sec. 3.3), ``"cenet"`` (P3)."""
     kind = kind.lower()
     if kind == "unet":
         from monai.networks.nets import UNet
@@ -145,4 +145,75 @@ def make_cycle_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels:
         return RefineNet(spatial_dims, in_channels, out_channels, channels)
     if kind == "pspnet":
         return PSPNet(spatial_dims, in_channels, out_channels, channels)
-    raise ValueError(f"unknown segmentor {kind!r}: choose unet, refinenet or pspnet")
+    if kind == "cenet":
+        return CENet(spatial_dims, in_channels, out_channels, channels)
+    raise ValueError(f"unknown segmentor {kind!r}: choose unet, refinenet, pspnet or cenet")
+
+
+class DACBlock(nn.Module):
+    """Dense atrous convolution block of CE-Net (Gu et al. 2019): four cascaded branches with dilation rates
+    (1), (3, 1), (1, 3, 1) and (1, 3, 5, 1) summed with the input."""
+
+    def __init__(self, spatial_dims: int, c: int):
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+
+        def atrous(d: int) -> nn.Module:
+            return conv(c, c, 3, padding=d, dilation=d)
+
+        self.b1 = atrous(1)
+        self.b2 = nn.Sequential(atrous(3), conv(c, c, 1))
+        self.b3 = nn.Sequential(atrous(1), atrous(3), conv(c, c, 1))
+        self.b4 = nn.Sequential(atrous(1), atrous(3), atrous(5), conv(c, c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + sum(F.relu(b(x)) for b in (self.b1, self.b2, self.b3, self.b4))
+
+
+class RMPBlock(nn.Module):
+    """Residual multi-kernel pooling of CE-Net: max-pooling with kernels 2, 3, 5, 6, a 1-channel 1^d conv each,
+    up-sampled and concatenated with the input (``c + 4`` channels out)."""
+
+    def __init__(self, spatial_dims: int, c: int, kernels: Sequence[int] = (2, 3, 5, 6)):
+        super().__init__()
+        pool = Pool[Pool.MAX, spatial_dims]
+        self.pools = nn.ModuleList(pool(kernel_size=k, stride=k) for k in kernels)
+        self.conv = Conv[Conv.CONV, spatial_dims](c, 1, 1)
+        self.out_channels = c + len(kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        maps = []
+        for p in self.pools:
+            y = p(x) if all(s >= p.kernel_size for s in size) else x  # tiny inputs: skip pooling beyond the size
+            maps.append(_interp(self.conv(y), size, "linear"))
+        return torch.cat([x, *maps], 1)
+
+
+class CENet(nn.Module):
+    """CE-Net (Gu et al. 2019), the alternative segmentor of P3: encoder, DAC + RMP context extractor, decoder
+    with skip additions. The paper's encoder is an ImageNet ResNet-34; pretrained weights cannot be fetched
+    here, so the encoder is volgan's ``SegEncoder`` (two convs per level, trained from scratch).
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
+                 channels: Sequence[int] = (32, 64, 128, 256), norm: str = "batch"):
+        super().__init__()
+        self.encoder = SegEncoder(spatial_dims, in_channels, channels, norm)
+        c = channels[-1]
+        self.dac = DACBlock(spatial_dims, c)
+        self.rmp = RMPBlock(spatial_dims, c)
+        rev = list(reversed(channels))
+        self.reduce = Conv[Conv.CONV, spatial_dims](self.rmp.out_channels, c, 1)
+        self.decoders = nn.ModuleList(
+            Convolution(spatial_dims, rev[i], rev[i + 1], kernel_size=3, act="relu", norm=norm)
+            for i in range(len(rev) - 1)
+        )
+        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        y = self.reduce(self.rmp(self.dac(feats[-1])))
+        for dec, skip in zip(self.decoders, reversed(feats[:-1])):
+            y = dec(_interp(y, skip.shape[2:], "linear")) + skip
+        return self.head(y)
