@@ -39,3 +39,9 @@ from volgan.data.unpaired import (  # noqa: E402
 
 __all__ += ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
             "shared_label_mapping"]
+
+from volgan.data.edges import CANNY_PRESETS, MaskWithEdgesd, canny_edges  # noqa: E402
+from volgan.data.slices import SliceDataset, predict_slicewise, restack, select_slices  # noqa: E402
+
+__all__ += ["CANNY_PRESETS", "MaskWithEdgesd", "canny_edges", "SliceDataset", "predict_slicewise", "restack",
+            "select_slices"]
