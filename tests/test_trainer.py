@@ -61,3 +61,27 @@ def test_nonfinite_loss_is_skipped_then_stops():
         t.run()
     assert torch.equal(g0, _flat(g))  # no step was taken with NaN gradients
     assert t.state.nonfinite_steps >= 3
+
+
+def test_segmentor_in_the_loop_p3_stage1():
+    """P3 stage 1: G (mask + edges -> image), D on (mask, image) with BCE, and S trained on G's images."""
+    from volgan.losses import BCEGANLoss, L1SoftmaxLoss
+    from volgan.networks import CENet, ResnetGenerator
+
+    torch.manual_seed(0)
+    g, s = ResnetGenerator(2, 1, 1, ngf=4, n_blocks=2), CENet(2, 1, 2, (4, 8, 16))
+    d = PatchDiscriminator(2, 1, 1, channels=(4, 8, 8), strides=(2, 2, 1), norm="batch", spectral=False)
+    gen = torch.Generator().manual_seed(0)
+    mask = (torch.rand(2, 1, 32, 32, generator=gen) > 0.5).long()
+    data = [{"cond": mask.float(), "mask_only": mask.float(), "image": torch.rand(2, 1, 32, 32, generator=gen),
+             "label": mask}]
+    opt = lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)  # noqa: E731
+    t = ConditionalGanTrainer("cpu", 1, data, g, d, opt(g), opt(d), adv_loss=BCEGANLoss(), lambda_rec=100.0,
+                              d_cond_key="mask_only", s_network=s, s_optimizer=opt(s))
+    s0 = _flat(s)
+    t.run()
+    assert not torch.equal(s0, _flat(s))
+    assert math.isfinite(float(t.state.output["s_loss"])) and float(t.state.output["g_rec"]) > 0
+    logits = torch.tensor([[[[9.0]], [[-9.0]]]])
+    assert float(L1SoftmaxLoss()(logits, torch.zeros(1, 1, 1, 1))) < 1e-3
+    assert float(BCEGANLoss()(torch.full((1, 1, 2, 2), 20.0), True, True)) < 1e-6

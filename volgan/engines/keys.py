@@ -17,4 +17,5 @@ class GanKeys(StrEnum):
     D_LOSS = "d_loss"
     D_REAL = "d_real"
     D_FAKE = "d_fake"
+    S_LOSS = "s_loss"
     SKIPPED = "skipped_steps"

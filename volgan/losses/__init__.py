@@ -1,6 +1,6 @@
 """Losses of the five methods; weights are constructor arguments."""
 
-from volgan.losses.adversarial import LSGANLoss
+from volgan.losses.adversarial import BCEGANLoss, L1SoftmaxLoss, LSGANLoss
 from volgan.losses.cycle import CycleConsistencyLoss, ShapeConsistencyLoss
 
-__all__ = ["LSGANLoss", "CycleConsistencyLoss", "ShapeConsistencyLoss"]
+__all__ = ["LSGANLoss", "BCEGANLoss", "L1SoftmaxLoss", "CycleConsistencyLoss", "ShapeConsistencyLoss"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.losses import PatchAdversarialLoss
 
-__all__ = ["LSGANLoss"]
+__all__ = ["LSGANLoss", "BCEGANLoss", "L1SoftmaxLoss"]
 
 
 class LSGANLoss(PatchAdversarialLoss):
@@ -29,3 +29,22 @@ class LSGANLoss(PatchAdversarialLoss):
 
     def forward(self, input, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:  # noqa: A002
         return self.weight * super().forward(input, target_is_real=target_is_real, for_discriminator=for_discriminator)
+
+
+class BCEGANLoss(PatchAdversarialLoss):
+    """Non-saturating GAN loss on logits (pix2pix; P3 Eq. 1 with the usual ``-log D(G(x))`` for G, since the
+    printed form minimises ``log D(fake)``): D targets real 1 / fake 0 with BCE; G targets 1."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction=reduction, criterion="bce")
+        self.activation = None
+        self.loss_fct = torch.nn.BCEWithLogitsLoss(reduction=reduction)
+
+
+class L1SoftmaxLoss(torch.nn.Module):
+    """P3's segmentor loss: L1 between the one-hot mask and the softmax of S's logits (mean over voxels)."""
+
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lab = mask[:, 0] if mask.ndim == logits.ndim else mask
+        onehot = torch.nn.functional.one_hot(lab.long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        return torch.nn.functional.l1_loss(torch.softmax(logits.float(), 1), onehot.float())
