@@ -37,6 +37,7 @@ __all__ = [
     "SynthesisWriter",
     "synthesize",
     "synthesize_augmentations",
+    "SlicewiseInferer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -271,3 +272,36 @@ def synthesize_augmentations(label_maps: Any, ckpt_path: str | os.PathLike, outp
         synthesize(label_maps, ckpt_path, output_dir, bundle=bundle, perturb=True, seed=int(seed) + 1 + k,
                    overwrite=True, **overrides)
     return load_datalist(Path(output_dir) / "datalist.json")
+
+
+class SlicewiseInferer:
+    """MONAI-style inferer running a 2D network slice by slice over (B, C, X, Y, Z) volumes (P3, P5): each slice
+    is resized to ``size`` (bicubic), segmented, and its logits resized back (bilinear) and stacked, so the
+    output is (B, K, X, Y, Z) at the input's geometry. 2D inputs (B, C, H, W) go through in one pass."""
+
+    def __init__(self, size: Sequence[int] | None = (256, 256), axis: int = 2, batch_size: int = 16):
+        self.size, self.axis, self.batch_size = (tuple(size) if size else None), int(axis), int(batch_size)
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        from volgan.data.slices import resize_slice
+
+        from monai.utils import convert_to_dst_type
+
+        x = (inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)).float()
+        if x.ndim == 4:
+            out = network(torch.stack([resize_slice(s, self.size, "bicubic") for s in x]))
+            out = torch.stack([resize_slice(o.float(), x.shape[2:], "bilinear") for o in out])
+            return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # keeps a MetaTensor's geometry
+        outs = []
+        for vol in x:
+            n = vol.shape[self.axis + 1]
+            plane = [s for a, s in enumerate(vol.shape[1:]) if a != self.axis]
+            slices = []
+            for start in range(0, n, self.batch_size):
+                batch = torch.stack([resize_slice(vol.select(self.axis + 1, i), self.size, "bicubic")
+                                     for i in range(start, min(start + self.batch_size, n))])
+                logits = network(batch).float()
+                slices += [resize_slice(lg, plane, "bilinear") for lg in logits]
+            outs.append(torch.stack(slices, dim=self.axis + 1))
+        out = torch.stack(outs)
+        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # keeps a MetaTensor's geometry

@@ -41,7 +41,7 @@ __all__ += ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_t
             "shared_label_mapping"]
 
 from volgan.data.edges import CANNY_PRESETS, MaskWithEdgesd, canny_edges  # noqa: E402
-from volgan.data.slices import SliceDataset, predict_slicewise, restack, select_slices  # noqa: E402
+from volgan.data.slices import ForegroundMaskd, SliceDataset, predict_slicewise, restack, select_slices  # noqa: E402
 
-__all__ += ["CANNY_PRESETS", "MaskWithEdgesd", "canny_edges", "SliceDataset", "predict_slicewise", "restack",
+__all__ += ["CANNY_PRESETS", "MaskWithEdgesd", "canny_edges", "ForegroundMaskd", "SliceDataset", "predict_slicewise", "restack",
             "select_slices"]

@@ -194,7 +194,10 @@ def list_inputs(source: str | os.PathLike | Sequence, key: str = "label") -> lis
     if (path / "dataset.json").is_file():
         return [it[key] for it in load_datalist(path / "dataset.json", keys=(key,))]
     tagged = [p for p in files if _split_tag(_stem(p), _LABEL_TAGS) is not None]
-    chosen = tagged if (key == "label" and tagged) else files
+    if key == "label":
+        chosen = tagged or files
+    else:  # images: a folder of pairs gives its image files
+        chosen = [p for p in files if p not in tagged]
     if not chosen:
         raise VolganDataError(path, "holds no volume files")
     return [str(p) for p in chosen]

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from volgan.data.validate import check_image, check_label, check_pair, load_volume
 from volgan.errors import VolganDataError
 
-__all__ = ["select_slices", "resize_slice", "SliceDataset", "restack", "predict_slicewise"]
+__all__ = ["select_slices", "resize_slice", "SliceDataset", "restack", "predict_slicewise", "ForegroundMaskd"]
 
 
 def select_slices(label: np.ndarray | torch.Tensor, axis: int = 2, empty_fraction: float = 0.0,
@@ -131,14 +131,26 @@ def restack(slices: Sequence[torch.Tensor], shape: Sequence[int], axis: int = 2,
 def predict_slicewise(net: torch.nn.Module, image: torch.Tensor, axis: int = 2, size: Sequence[int] | None = (256, 256),
                       batch_size: int = 8, device: Any = "cpu") -> torch.Tensor:
     """Run a 2D segmentor slice by slice over a (C, X, Y, Z) volume (resized to ``size`` in-plane, as in
-    training) and return the (X, Y, Z) argmax label map at the volume's own size."""
+    training) and return the (X, Y, Z) argmax label map at the volume's own size (``SlicewiseInferer``)."""
+    from volgan.inference import SlicewiseInferer
+
     net.eval()
-    vol = torch.as_tensor(image).float()
-    n = vol.shape[axis + 1]
-    preds = []
-    for start in range(0, n, batch_size):
-        batch = torch.stack([resize_slice(vol.select(axis + 1, i), size, "bicubic")
-                             for i in range(start, min(start + batch_size, n))])
-        logits = net(batch.to(device)).float().cpu()
-        preds += [lg.argmax(0, keepdim=True) for lg in logits]
-    return restack(preds, vol.shape[1:], axis, mode="nearest")[0]
+    vol = torch.as_tensor(image).float()[None].to(device)
+    return SlicewiseInferer(size, axis, batch_size)(vol, net).argmax(1)[0].cpu()
+
+
+class ForegroundMaskd:
+    """``data[key] = isin(data[key], foreground)`` as 0/1 (the binary tasks of P3 and P5: heart, prostate, liver, lung);
+    with ``output_key`` the mask goes to a new key (float) and the label stays."""
+
+    def __init__(self, key: str = "label", foreground: Sequence[int] | None = None, output_key: str | None = None,
+                 dtype: torch.dtype = torch.long):
+        self.key, self.output_key, self.dtype = key, output_key or key, dtype
+        self.foreground = None if foreground is None else torch.as_tensor(list(foreground))
+
+    def __call__(self, data: Mapping[str, Any]) -> dict:
+        d = dict(data)
+        lab = torch.as_tensor(d[self.key])
+        fg = lab > 0 if self.foreground is None else torch.isin(lab, self.foreground)
+        d[self.output_key] = fg.to(self.dtype)
+        return d
