@@ -6,6 +6,7 @@ from volgan.engines.cycle_shape import MODES, CycleKeys, CycleShapeEvents, Cycle
 from volgan.engines.image_pool import ImagePool
 from volgan.engines.keys import GanKeys
 from volgan.engines.schedules import LinearDecay, linear_decay_scheduler
+from volgan.engines.wgan_gp import MixedPairsPrepareBatch, WganGpTrainer, ratio_presets, to_pair
 
 __all__ = [
     "AdversarialTrainerBase",
@@ -18,6 +19,10 @@ __all__ = [
     "MODES",
     "ImagePool",
     "GanKeys",
+    "WganGpTrainer",
+    "MixedPairsPrepareBatch",
+    "ratio_presets",
+    "to_pair",
     "LinearDecay",
     "linear_decay_scheduler",
 ]

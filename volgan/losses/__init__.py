@@ -2,5 +2,7 @@
 
 from volgan.losses.adversarial import BCEGANLoss, L1SoftmaxLoss, LSGANLoss
 from volgan.losses.cycle import CycleConsistencyLoss, ShapeConsistencyLoss
+from volgan.losses.wgan import GradientPenalty, WassersteinLoss
 
-__all__ = ["LSGANLoss", "BCEGANLoss", "L1SoftmaxLoss", "CycleConsistencyLoss", "ShapeConsistencyLoss"]
+__all__ = ["LSGANLoss", "BCEGANLoss", "L1SoftmaxLoss", "CycleConsistencyLoss", "ShapeConsistencyLoss", "GradientPenalty",
+           "WassersteinLoss"]

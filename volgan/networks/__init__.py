@@ -2,6 +2,7 @@
 
 from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm, conv_modules, has_spectral_norm
 from volgan.networks.discriminators import PatchDiscriminator
+from volgan.networks.pair_generator import DCGANCritic, PairGenerator, he_init
 from volgan.networks.resnet_generator import ResidualBlock, ResnetGenerator
 from volgan.networks.segmentors import CENet, PSPNet, RefineNet, SegEncoder, make_cycle_segmentor
 from volgan.networks.unet_generator import SNUNetGenerator, cycle_generator
@@ -18,6 +19,9 @@ __all__ = [
     "PSPNet",
     "CENet",
     "ResidualBlock",
+    "PairGenerator",
+    "DCGANCritic",
+    "he_init",
     "ResnetGenerator",
     "RefineNet",
     "SegEncoder",
