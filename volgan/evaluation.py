@@ -213,12 +213,12 @@ def cycle_shape_scores(
     return {"results": results, "table": table}
 
 
-def slicewise_dice(items: Any, ckpt_path: str, output_dir: str, foreground: Sequence[int] | None = None,
-                   num_classes: int = 2, seg_kind: str = "unet", seg_channels: Sequence[int] = (32, 64, 128, 256),
+def slicewise_dice(items: Any, network: Any, ckpt_path: str, output_dir: str, foreground: Sequence[int] | None = None,
                    image_size: Sequence[int] | None = (256, 256), axis: int = 2, keep_largest: bool = True,
                    device: Any = None, title: str = "2D segmentor, slice-wise") -> dict[str, Any]:
-    """3D Dice (and HD95, MONAI) of a 2D segmentor run slice by slice over held-out volumes (P3: predictions
-    stacked back into volumes), after the optional largest-connected-component filter."""
+    """3D Dice, HD95 and maximum Hausdorff distance (MONAI, in voxels) of a 2D segmentor (``network`` with the
+    weights of ``ckpt_path``) run slice by slice over held-out volumes and stacked back (P3, P5), after the
+    optional largest-connected-component filter (P5 keeps only the largest component)."""
     import numpy as np
     import torch
     from monai.metrics import compute_hausdorff_distance
@@ -228,11 +228,10 @@ def slicewise_dice(items: Any, ckpt_path: str, output_dir: str, foreground: Sequ
     from volgan.data.slices import _to_unit_range, predict_slicewise
     from volgan.data.validate import load_volume
     from volgan.metrics import dice_paper
-    from volgan.networks import make_cycle_segmentor
     from volgan.utils import resolve_device, safe_torch_load
 
     dev = resolve_device(device)
-    net = make_cycle_segmentor(seg_kind, 2, 1, num_classes, seg_channels).to(dev)
+    net = network.to(dev)
     net.load_state_dict(safe_torch_load(ckpt_path, dev)["model"])
     rows = []
     for it in load_datalist(items):
@@ -243,12 +242,13 @@ def slicewise_dice(items: Any, ckpt_path: str, output_dir: str, foreground: Sequ
         pred = predict_slicewise(net, x, axis, image_size, device=dev)
         if keep_largest:
             pred = KeepLargestConnectedComponent(applied_labels=[1])(pred[None])[0]
-        p, t = (pred == 1), fg
-        hd = float(compute_hausdorff_distance(p[None, None].float(), t[None, None].float(), percentile=95)[0, 0]) \
-            if p.any() and t.any() else float("nan")
-        rows.append({"case": it["image"], "Dice": dice_paper(p, t), "HD95 (voxels)": hd})
-    results = {"held-out volumes": {"n_train": "", "n_test": len(rows), "rows": rows,
-                                    "summary": summarise(rows, ["Dice", "HD95 (voxels)"])}}
-    table = _write_report(output_dir, title, f"checkpoint {ckpt_path}; device {dev}", results, ["Dice", "HD95 (voxels)"])
+        p, t = (pred == 1)[None, None].float(), fg[None, None].float()
+        both = bool(p.any()) and bool(t.any())
+        hd95 = float(compute_hausdorff_distance(p, t, percentile=95)[0, 0]) if both else float("nan")
+        hdmax = float(compute_hausdorff_distance(p, t)[0, 0]) if both else float("nan")
+        rows.append({"case": it["image"], "Dice": dice_paper(p, t), "HD95 (voxels)": hd95, "HD max (voxels)": hdmax})
+    cols = ["Dice", "HD95 (voxels)", "HD max (voxels)"]
+    results = {"held-out volumes": {"n_train": "", "n_test": len(rows), "rows": rows, "summary": summarise(rows, cols)}}
+    table = _write_report(output_dir, title, f"checkpoint {ckpt_path}; device {dev}", results, cols)
     print(table)
     return {"results": results, "table": table}

@@ -26,6 +26,7 @@ __all__ = [
     "TensorBoardGanHandler",
     "ProgressHandler",
     "EarlyStopOnLoss",
+    "SaveBestOnMetric",
     "GanHealthMonitor",
     "latest_checkpoint",
     "scalar_outputs",
@@ -298,3 +299,24 @@ class GanHealthMonitor:
                 msg = f"iteration {engine.state.iteration}: possible {name} ({self.patience} checks in a row)"
                 logger.warning(msg)
                 engine.state.gan_warnings.append(msg)
+
+
+class SaveBestOnMetric:
+    """Attach to an evaluator: after each run, export ``{"model": state_dict}`` to ``path`` when
+    ``state.metrics[metric]`` improves (``mode="min"`` for losses, ``"max"`` for Dice); the best value is kept
+    in ``self.best``. For early-stopped training, ``model.pt`` is then the network at the best validation."""
+
+    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, metric: str = "val_loss", mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.export, self.metric, self.mode = ExportNetwork(network, path), metric, mode
+        self.best = float("inf") if mode == "min" else float("-inf")
+
+    def attach(self, evaluator: Engine) -> None:
+        evaluator.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, evaluator: Engine) -> None:
+        value = float(evaluator.state.metrics[self.metric])
+        if (value < self.best) if self.mode == "min" else (value > self.best):
+            self.best = value
+            self.export()
