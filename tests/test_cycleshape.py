@@ -203,3 +203,19 @@ def test_torchrun_two_cpu_processes(domains, tmp_path):
     ck = torch.load(out / "checkpoint_3.pt", weights_only=True)
     assert ck["trainer"]["iteration"] == 6  # 3 cases over 2 ranks (padded to 4): 2 iterations per epoch
     assert (out / "model_s_b.pt").is_file()
+
+
+def test_bundle_2d_slices(tmp_path):
+    """P2's mammography setting: the same bundle with spatial_dims 2 on 2D images."""
+    a = _domain(tmp_path, "ct2d", 3, lambda x: 2 * x - 1000, shape=(32, 32, 8), dims=2)
+    b = _domain(tmp_path, "mr2d", 2, lambda x: x, shape=(32, 32, 8), seed=1, dims=2)
+    out = tmp_path / "out2d"
+    run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(a), domain_b=str(b), output_dir=str(out),
+               spatial_dims=2, max_epochs=3, pretrain_s_epochs=1, pretrain_gd_epochs=1,
+               **{**TINY, "patch_size": [32, 32]})
+    synth = tmp_path / "synth2d"
+    run_bundle("cycleshape_ct_mri_3d", "inference", direction="b2a", input=str(b), ckpt_path=str(out / "model_g_a.pt"),
+               output_dir=str(synth), device="cpu", spatial_dims=2, gen_channels=TINY["gen_channels"],
+               roi_size=[32, 32])
+    dl = load_datalist(synth / "datalist.json")
+    assert len(dl) == 2 and nib.load(dl[0]["image"]).shape == (32, 32)

@@ -56,3 +56,28 @@ def test_nrrd_pair_reads_and_validates(tmp_path):
     items = load_datalist(tmp_path)
     assert len(items) == 1
     validate_datalist(items, label_values=[0, 1, 2, 3, 4])
+
+
+def test_dicom_series_folder_reads(tmp_path):
+    """A DICOM series folder is one input volume (MONAI's ITK reader)."""
+    from volgan.data import list_inputs, load_volume
+
+    arr = (np.arange(6 * 10 * 12).reshape(6, 10, 12) % 200).astype(np.int16)  # z, y, x
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.8, 0.8, 2.0))
+    series = tmp_path / "case_dicom"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(arr.shape[0]):
+        sl = img[:, :, z]
+        for tag, value in (("0008|0060", "MR"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
+                           ("0020|0013", str(z + 1)), ("0020|0032", f"0\\0\\{2.0 * z}"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "0.8\\0.8"), ("0018|0050", "2.0")):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(series / f"slice{z:03d}.dcm"))
+        writer.Execute(sl)
+    assert list_inputs(series) == [str(series)]
+    vol = load_volume(series)
+    assert tuple(vol.shape) == (12, 10, 6)  # x, y, z
+    assert np.allclose(np.asarray(vol)[:, :, 0].T, arr[0])
