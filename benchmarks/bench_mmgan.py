@@ -97,7 +97,7 @@ def _sample_label_map(shape):
     from volgan.data.samples import make_sample_cases
 
     with tempfile.TemporaryDirectory() as tmp:
-        item = json.loads(make_sample_cases(tmp, cases_per_subject=1, subjects=("mni152",)).read_text())["training"][0]
+        item = json.loads(make_sample_cases(tmp, cases_per_subject=1, subjects=("mni152",)).read_text(encoding="utf-8"))["training"][0]
         lab = torch.as_tensor(np.asarray(nib.load(os.path.join(tmp, item["label"])).dataobj)).long()
     return torch.nn.functional.interpolate(lab[None, None].float(), size=shape, mode="nearest")[0].long()
 

@@ -47,7 +47,7 @@ def main() -> None:
     root = Path(args.data) / "ct_mr_abdomen_totalseg"
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    names = json.loads((root / "labels.json").read_text())
+    names = json.loads((root / "labels.json").read_text(encoding="utf-8"))
     map_a = shared_label_mapping(names["total"], CLASSES)
     map_b = shared_label_mapping(names["total_mr"], CLASSES)
     ct = (root / "example_ct.nii.gz", root / "example_seg_fast_force_split.nii.gz")
@@ -59,7 +59,7 @@ def main() -> None:
         "test_b": [slab(*mr, 13, 20, out / "data", "mr_test")],
     }
     for k, v in lists.items():
-        (out / f"{k}.json").write_text(json.dumps({"training": v}))
+        (out / f"{k}.json").write_text(json.dumps({"training": v}), encoding="utf-8")
     common = dict(device=args.device, seed=args.seed, label_map_a=map_a, label_map_b=map_b, num_classes=len(CLASSES) + 1,
                   patch_size=[64, 64, 16], gen_channels=[16, 32, 64, 64], disc_channels=[32, 64, 128, 128],
                   disc_strides=[2, 2, 1, 1], seg_channels=[16, 32, 64, 128], pool_size=10, log_interval=20,
@@ -80,7 +80,7 @@ def main() -> None:
                          output_dir=str(out / f"eval_{mode}"), device=args.device, num_classes=len(CLASSES) + 1,
                          label_map_a=map_a, label_map_b=map_b, gen_channels=common["gen_channels"],
                          seg_channels=common["seg_channels"], roi_size=[64, 64, 16], title=mode)
-        r = json.loads((out / f"eval_{mode}" / "results.json").read_text())["results"]
+        r = json.loads((out / f"eval_{mode}" / "results.json").read_text(encoding="utf-8"))["results"]
         rows.append((mode, *[r[k]["summary"]["mean fg Dice"][0] for k in
                              ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")], times[mode]))
         del res
@@ -88,7 +88,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|"]
     table += [f"| {m} | {a:.3f} | {b:.3f} | {c:.3f} | {d:.3f} | {t:.0f} |" for m, a, b, c, d, t in rows]
     text = "\n".join(table)
-    (out / "table.md").write_text(text + "\n")
+    (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

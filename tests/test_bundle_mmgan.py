@@ -81,7 +81,7 @@ def test_inference_geometry_datalist_provenance(trained, tmp_path):
         np.testing.assert_allclose(lab.affine, ref.affine, atol=1e-5)
         data = np.asarray(img.dataobj)
         assert np.isfinite(data).all() and (data[np.asarray(lab.dataobj) == 0] == 0).all()
-        prov = json.loads(Path(entry["image"].replace("_synth.nii.gz", "_synth.json")).read_text())
+        prov = json.loads(Path(entry["image"].replace("_synth.nii.gz", "_synth.json")).read_text(encoding="utf-8"))
         assert prov["source_label_map"] == str(Path(src["label"]).resolve())
         assert len(prov["checkpoint_sha256"]) == 64 and prov["seed"] == 5 and prov["perturbation"]["perturbed"]
     assert not list(synth.glob(".staging*"))
@@ -163,8 +163,8 @@ def test_evaluate_synthesis_quality_with_and_without_pool(trained, tmp_path, tin
                ckpt_path_nopool=str(nopool / "model.pt"), output_dir=str(ev), device="cpu",
                gen_channels=[4, 8, 16, 32], seg_iterations=2, seg_channels=[4, 8, 16], patch_size=[16, 16, 16],
                roi_size=[24, 24, 24], val_fraction=0.34)
-    res = json.loads((ev / "results.json").read_text())["results"]
+    res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]
     assert set(res) == {"real held-out images (reference)", "synthetic, with image pool", "synthetic, without image pool"}
     for r in res.values():
         assert r["n_test"] == 1 and {"WT", "TC", "ET(4)"} <= set(r["rows"][0])
-    assert (ev / "results.csv").read_text().count("\n") == 4 and (ev / "segmentor.pt").is_file()
+    assert (ev / "results.csv").read_text(encoding="utf-8").count("\n") == 4 and (ev / "segmentor.pt").is_file()

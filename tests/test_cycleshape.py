@@ -37,7 +37,7 @@ def _domain(root: Path, name: str, n: int, scale, shape=(24, 24, 16), seed=0, lu
         nib.save(nib.Nifti1Image(scale(img).astype(np.float32), aff), str(ip))
         nib.save(nib.Nifti1Image(mapped.astype(np.uint8), aff), str(lp))
         items.append({"image": str(ip), "label": str(lp)})
-    (root / f"{name}.json").write_text(json.dumps({"training": items}))
+    (root / f"{name}.json").write_text(json.dumps({"training": items}), encoding="utf-8")
     return root / f"{name}.json"
 
 
@@ -162,7 +162,7 @@ def test_bundle_modes_train_and_translate(mode, domains, tmp_path):
     run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(a), test_b=str(b), ckpt_dir=str(out),
                output_dir=str(ev), device="cpu", gen_channels=TINY["gen_channels"], seg_channels=TINY["seg_channels"],
                roi_size=[16, 16, 16])
-    res = json.loads((ev / "results.json").read_text())["results"]
+    res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]
     assert set(res) == {"S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)"}
 
 
@@ -177,7 +177,7 @@ def test_unpaired_data_errors(tmp_path, domains):
     with pytest.raises(VolganDataError, match="expected 3 spatial dims"):
         check_unpaired(ia, load_datalist(two_d), m, m)
     nolabel = tmp_path / "nolabel.json"
-    nolabel.write_text(json.dumps({"training": [{"image": ib[0]["image"]}]}))
+    nolabel.write_text(json.dumps({"training": [{"image": ib[0]["image"]}]}), encoding="utf-8")
     with pytest.raises(VolganDataError, match="has no 'label'"):
         run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(a), domain_b=str(nolabel),
                    output_dir=str(tmp_path / "x"), max_epochs=1, **TINY)

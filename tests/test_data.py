@@ -39,7 +39,7 @@ def test_datalist_relative_unicode_and_spaces(tmp_path):
     img, lab = _case()
     write_pair(folder, "é case", img, lab)
     dl = folder / "list.json"
-    dl.write_text(json.dumps({"training": [{"image": "é case_image.nii.gz", "label": "é case_label.nii.gz"}]}))
+    dl.write_text(json.dumps({"training": [{"image": "é case_image.nii.gz", "label": "é case_label.nii.gz"}]}), encoding="utf-8")
     items = load_datalist(dl)
     assert Path(items[0]["image"]).is_absolute() and Path(items[0]["image"]).exists()
     validate_datalist(items, label_values=LABELS)
@@ -47,7 +47,7 @@ def test_datalist_relative_unicode_and_spaces(tmp_path):
     from monai.data import load_decathlon_datalist
 
     out = write_datalist(tmp_path / "sub" / "dl.json", items)
-    assert not Path(json.loads(out.read_text())["training"][0]["image"]).is_absolute()
+    assert not Path(json.loads(out.read_text(encoding="utf-8"))["training"][0]["image"]).is_absolute()
     assert Path(load_decathlon_datalist(str(out))[0]["image"]).resolve() == Path(items[0]["image"]).resolve()
 
 
@@ -68,13 +68,13 @@ def good(tmp_path):
 def test_bad_datalists(tmp_path, good):
     folder, item = good
     bad_json = folder / "bad.json"
-    bad_json.write_text('{"training": [ {"image": ')
+    bad_json.write_text('{"training": [ {"image": ', encoding="utf-8")
     _expect("not valid JSON", "bad.json", load_datalist, bad_json)
     missing = folder / "missing.json"
-    missing.write_text(json.dumps({"training": [{"image": "nope_image.nii.gz", "label": item["label"]}]}))
+    missing.write_text(json.dumps({"training": [{"image": "nope_image.nii.gz", "label": item["label"]}]}), encoding="utf-8")
     _expect("does not exist", "nope_image.nii.gz", load_datalist, missing)
     nolabel = folder / "nolabel.json"
-    nolabel.write_text(json.dumps({"training": [{"image": item["image"]}]}))
+    nolabel.write_text(json.dumps({"training": [{"image": item["image"]}]}), encoding="utf-8")
     _expect("has no 'label'", "nolabel.json", load_datalist, nolabel)
     _expect("datalist does not exist", "absent.json", load_datalist, folder / "absent.json")
     unpaired = tmp_path / "unpaired"

@@ -17,7 +17,7 @@ def test_demo_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| real only | 8 | 4 |" in r.stdout and "| real + synthetic | 8 + 8 | 4 |" in r.stdout
     assert (out / "figure.png").stat().st_size > 10_000
-    res = json.loads((out / "results.json").read_text())
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(res["results"]) >= {"real only", "real + synthetic"}
     from monai.data import load_decathlon_datalist
 
@@ -25,7 +25,7 @@ def test_demo_quick(tmp_path):
     # a second run replaces its own previous output, but never a folder it did not write
     other = tmp_path / "mine"
     other.mkdir()
-    (other / "keep.txt").write_text("x")
+    (other / "keep.txt").write_text("x", encoding="utf-8")
     r = subprocess.run([sys.executable, "-m", "volgan.cli", "demo", "--quick", "--output-dir", str(other)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not empty" in r.stderr and (other / "keep.txt").exists()

@@ -56,7 +56,7 @@ def test_inference_and_evaluation(volumes, tmp_path):
     ev = tmp_path / "eval"
     run_bundle("gan_pretrain_seg_2d", "evaluate", dataset_dir=str(folder), ckpt_path=str(out / "model.pt"),
                output_dir=str(ev), device="cpu", image_size=[32, 32], seg_channels=TINY["seg_channels"])
-    res = json.loads((ev / "results.json").read_text())["results"]["held-out volumes"]
+    res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]["held-out volumes"]
     assert res["n_test"] == 2 and 0 <= res["summary"]["Dice"][0] <= 1
 
 

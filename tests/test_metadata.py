@@ -19,7 +19,7 @@ def test_there_is_a_bundle():
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
 def test_metadata_has_schema_keys(bundle):
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     missing = [k for k in REQUIRED if k not in meta]
     assert not missing, missing
     assert meta["schema"].endswith("meta_schema_20240725.json")
@@ -36,8 +36,8 @@ def test_metadata_validates_against_schema_when_available(bundle):
     jsonschema = pytest.importorskip("jsonschema")
     if not schema.is_file():
         pytest.skip("MONAI's schema file is not beside the checkout (../shared/schemas)")
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    jsonschema.validate(meta, json.loads(schema.read_text()))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    jsonschema.validate(meta, json.loads(schema.read_text(encoding="utf-8")))
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
@@ -45,8 +45,8 @@ def test_bundle_interface_ids(bundle):
     import yaml
 
     cfg = bundle / "configs"
-    train = yaml.safe_load((cfg / "train.yaml").read_text())
-    infer = yaml.safe_load((cfg / "inference.yaml").read_text())
+    train = yaml.safe_load((cfg / "train.yaml").read_text(encoding="utf-8"))
+    infer = yaml.safe_load((cfg / "inference.yaml").read_text(encoding="utf-8"))
     for k in ("bundle_root", "dataset_dir", "output_dir", "device", "amp", "seed", "max_epochs", "network_def"):
         assert k in train, k
     for k in ("bundle_root", "output_dir", "device", "amp", "seed", "ckpt_path", "input", "roi_size", "sw_batch_size",

@@ -67,6 +67,9 @@ def test_dicom_series_folder_reads(tmp_path):
     img.SetSpacing((0.8, 0.8, 2.0))
     series = tmp_path / "case_dicom"
     series.mkdir()
+    import locale
+
+    saved_locale = locale.setlocale(locale.LC_ALL)  # GDCM's DICOM writer resets the C locale: restore it after
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for z in range(arr.shape[0]):
@@ -77,6 +80,7 @@ def test_dicom_series_folder_reads(tmp_path):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(series / f"slice{z:03d}.dcm"))
         writer.Execute(sl)
+    locale.setlocale(locale.LC_ALL, saved_locale)
     assert list_inputs(series) == [str(series)]
     vol = load_volume(series)
     assert tuple(vol.shape) == (12, 10, 6)  # x, y, z

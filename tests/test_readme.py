@@ -6,7 +6,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _first_block():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split("```bash", 1)[1].split("```", 1)[0]
     return [ln.strip() for ln in block.strip().splitlines() if ln.strip()]
 
@@ -19,6 +19,6 @@ def test_readme_starts_with_install_demo_and_test_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert _first_block()[1] in ci
     assert 0 <= ci.index("torch==2.13.0") < ci.index('-e ".[test]"')  # pinned torch installed before the project

@@ -20,7 +20,7 @@ BUNDLE = ROOT / "bundles" / "mmgan_label2mri_3d"
 def test_no_unsafe_deserialisation_in_the_package():
     offenders = []
     for path in (ROOT / "volgan").rglob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if re.search(r"^\s*import pickle|pickle\.load", text, re.M):
             offenders.append(f"{path}: pickle")
         for m in re.finditer(r"torch\.load\(([^)]*)\)", text):

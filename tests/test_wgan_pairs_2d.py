@@ -53,7 +53,7 @@ def test_early_stopping_and_evaluation(volumes, tmp_path):
     ev = tmp_path / "eval"
     run_bundle("wgan_pairs_seg_2d", "evaluate", dataset_dir=str(volumes), ckpt_path=str(out / "model.pt"),
                output_dir=str(ev), device="cpu", image_size=[32, 32], unet_channels=[8, 8, 8])
-    res = json.loads((ev / "results.json").read_text())["results"]["held-out volumes"]
+    res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]["held-out volumes"]
     assert res["n_test"] == 4 and {"Dice", "HD95 (voxels)", "HD max (voxels)"} <= set(res["summary"])
 
 

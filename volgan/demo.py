@@ -59,7 +59,7 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
         else:
             raise VolganConfigError(f"{out} is not empty and is not a previous demo output; choose another --output-dir")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by volgan demo; the next demo run may delete this folder\n")
+    (out / MARKER).write_text("written by volgan demo; the next demo run may delete this folder\n", encoding="utf-8")
 
 
 def _figure(path: Path, real_items, synth_items, n: int = 3) -> None:
@@ -165,9 +165,9 @@ def _run(s: DemoSettings, output_dir, device, seed: int, overwrite: bool) -> dic
             f"subject '{s.test_subject}'. MM-GAN {s.gan_epochs} epochs on {s.patch} patches; "
             f"U-Net {s.seg_iterations} iterations per setting, seed {seed}. Dice = 2|x.y|/(|x|^2+|y|^2).")
     report = f"# volgan demo (MM-GAN)\n\n{note}\n\n{table}\n\nRun time: {elapsed:.0f} s\n"
-    (out / "results.md").write_text(report)
+    (out / "results.md").write_text(report, encoding="utf-8")
     summary = {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()}
-    (out / "results.json").write_text(json.dumps({"note": note, "elapsed_s": elapsed, "results": summary}, indent=2))
+    (out / "results.json").write_text(json.dumps({"note": note, "elapsed_s": elapsed, "results": summary}, indent=2), encoding="utf-8")
     print("\n" + report)
     print(f"Wrote: {out / 'figure.png'}, {out / 'results.md'}, synthetic NIfTI + datalist in {synth_dir}")
     return {"results": results, "elapsed_s": elapsed, "output_dir": str(out), "table": table}

@@ -51,9 +51,9 @@ def _write_report(out_dir, title: str, note: str, results: Mapping[str, Mapping[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(results, regions)
-    (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n")
-    (out / "results.json").write_text(json.dumps({"note": note, "results": results}, indent=2, default=str))
-    with open(out / "results.csv", "w", newline="") as f:
+    (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"note": note, "results": results}, indent=2, default=str), encoding="utf-8")
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["setting", "case", *regions])
         for name, res in results.items():

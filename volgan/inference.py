@@ -212,7 +212,7 @@ class SynthesisWriter:
                 "label": lab_path.name if label is not None else None,
                 **self.extra,
             }
-            (self.staging / f"{stem}_synth.json").write_text(json.dumps(prov, indent=2) + "\n")
+            (self.staging / f"{stem}_synth.json").write_text(json.dumps(prov, indent=2) + "\n", encoding="utf-8")
             rec = {"image": img_path.name, "source": prov["source"]}
             if label is not None:
                 rec["label"] = lab_path.name
@@ -231,7 +231,7 @@ class SynthesisWriter:
         dl = self.output_dir / "datalist.json"
         if dl.is_file():
             try:
-                existing = [e for e in json.loads(dl.read_text()).get("training", [])
+                existing = [e for e in json.loads(dl.read_text(encoding="utf-8")).get("training", [])
                             if e.get("image") not in {r["image"] for r in self.records}]
                 existing = [{**e, **{k: str(self.output_dir / e[k]) for k in ("image", "label") if k in e}}
                             for e in existing]
