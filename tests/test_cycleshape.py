@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_case
+from tests.conftest import tiny_case, torchrun_bundle
 from volgan.bundle import run_bundle
 from volgan.data import check_unpaired, load_datalist
 from volgan.engines import CycleShapeEvents, CycleShapeTrainer
@@ -184,22 +184,11 @@ def test_unpaired_data_errors(tmp_path, domains):
 
 
 def test_torchrun_two_cpu_processes(domains, tmp_path):
-    import shutil
-    import subprocess
-
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun not on PATH")
     a, b = domains
-    cfg = Path(__file__).resolve().parent.parent / "bundles" / "cycleshape_ct_mri_3d" / "configs"
     out = tmp_path / "ddp"
-    args = [f"--{k}" + "=" + (json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))
-            for k, v in TINY.items() if k not in ("device", "amp")]
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run",
-           "--config_file", f"['{cfg / 'train.yaml'}','{cfg / 'multi_gpu_train.yaml'}']", "--bundle_root",
-           str(cfg.parent), "--domain_a", str(a), "--domain_b", str(b), "--output_dir", str(out), "--max_epochs", "3",
-           "--pretrain_s_epochs", "1", "--pretrain_gd_epochs", "1", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    tiny = {k: v for k, v in TINY.items() if k not in ("device", "amp")}
+    torchrun_bundle("cycleshape_ct_mri_3d", 29519, domain_a=a, domain_b=b, output_dir=out, max_epochs=3,
+                    pretrain_s_epochs=1, pretrain_gd_epochs=1, **tiny)
     ck = torch.load(out / "checkpoint_3.pt", weights_only=True)
     assert ck["trainer"]["iteration"] == 6  # 3 cases over 2 ranks (padded to 4): 2 iterations per epoch
     assert (out / "model_s_b.pt").is_file()

@@ -1,16 +1,13 @@
 """P3 bundle (2D slice-wise GAN pre-training): modes, slice-wise inference geometry, 3D evaluation, DDP."""
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import BUNDLES, tiny_case, write_pair
+from tests.conftest import tiny_case, torchrun_bundle, write_pair
 from volgan.bundle import run_bundle
 
 TINY = dict(device="cpu", image_size=[32, 32], ngf=8, n_blocks=2, disc_channels=[8, 16, 16, 16],
@@ -61,17 +58,9 @@ def test_inference_and_evaluation(volumes, tmp_path):
 
 
 def test_torchrun_two_cpu_processes(volumes, tmp_path):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun not on PATH")
     folder, _ = volumes
-    cfg = BUNDLES / "gan_pretrain_seg_2d" / "configs"
     out = tmp_path / "ddp"
-    args = [f"--{k}=" + (json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))
-            for k, v in TINY.items() if k not in ("device", "amp")]
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29523", "-m", "monai.bundle", "run",
-           "--config_file", f"['{cfg / 'train.yaml'}','{cfg / 'multi_gpu_train.yaml'}']", "--bundle_root",
-           str(cfg.parent), "--dataset_dir", str(folder), "--output_dir", str(out), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    tiny = {k: v for k, v in TINY.items() if k not in ("device", "amp")}
+    torchrun_bundle("gan_pretrain_seg_2d", 29523, dataset_dir=folder, output_dir=out, **tiny)
     assert (out / "model.pt").is_file() and len(list((out / "logs").glob("events*"))) == 1
-    assert Path(out / "gan" / "checkpoint_1.pt").is_file()
+    assert (out / "gan" / "checkpoint_1.pt").is_file()

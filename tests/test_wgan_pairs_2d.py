@@ -1,15 +1,13 @@
 """P5 bundle: WGAN-GP pairs, U-Net with on-the-fly mixing at each ratio, early stopping, inference, evaluation, DDP."""
 
 import json
-import shutil
-import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import BUNDLES, tiny_case, write_pair
+from tests.conftest import tiny_case, torchrun_bundle, write_pair
 from volgan.bundle import run_bundle
 
 TINY = dict(device="cpu", image_size=[32, 32], gen_channels=32, critic_channels=8, unet_channels=[8, 8, 8],
@@ -58,15 +56,7 @@ def test_early_stopping_and_evaluation(volumes, tmp_path):
 
 
 def test_torchrun_two_cpu_processes(volumes, tmp_path):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun not on PATH")
-    cfg = BUNDLES / "wgan_pairs_seg_2d" / "configs"
     out = tmp_path / "ddp"
-    args = [f"--{k}=" + (json.dumps(v).replace(" ", "") if isinstance(v, list) else str(v))
-            for k, v in TINY.items() if k not in ("device", "amp")]
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29529", "-m", "monai.bundle", "run",
-           "--config_file", f"['{cfg / 'train.yaml'}','{cfg / 'multi_gpu_train.yaml'}']", "--bundle_root",
-           str(cfg.parent), "--dataset_dir", str(volumes), "--output_dir", str(out), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    tiny = {k: v for k, v in TINY.items() if k not in ("device", "amp")}
+    torchrun_bundle("wgan_pairs_seg_2d", 29529, dataset_dir=volumes, output_dir=out, **tiny)
     assert (out / "model.pt").is_file() and (out / "model_g.pt").is_file()
