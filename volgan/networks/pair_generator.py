@@ -12,6 +12,14 @@ from monai.networks.layers.factories import Conv
 __all__ = ["PairGenerator", "DCGANCritic", "he_init"]
 
 
+def _doublings(size: int) -> int:
+    """Number of x2 steps between a 4^d map and ``size`` (a power of two >= 8)."""
+    n = int(math.log2(size)) - 2
+    if n < 1 or 2 ** (n + 2) != size:
+        raise ValueError(f"size must be a power of two >= 8, got {size}")
+    return n
+
+
 def he_init(module: nn.Module) -> nn.Module:
     """He (Kaiming) normal initialisation of every conv and linear weight, zero biases (P5)."""
     for m in module.modules():
@@ -38,9 +46,7 @@ class PairGenerator(nn.Module):
     def __init__(self, spatial_dims: int = 2, latent_dim: int = 100, size: int = 256, channels: int = 512,
                  out_channels: int = 2):
         super().__init__()
-        n_up = int(math.log2(size)) - 2
-        if 2 ** (n_up + 2) != size or n_up < 1:
-            raise ValueError(f"size must be a power of two >= 8, got {size}")
+        n_up = _doublings(size)
         self.spatial_dims, self.latent_dim, self.c0 = spatial_dims, latent_dim, channels
         self.project = nn.Linear(latent_dim, channels * 4**spatial_dims)
         self.bn0 = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims](channels)
@@ -77,9 +83,7 @@ class DCGANCritic(nn.Module):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 2, size: int = 256, channels: int = 64,
                  max_channels: int = 512):
         super().__init__()
-        n_down = int(math.log2(size)) - 2
-        if 2 ** (n_down + 2) != size or n_down < 1:
-            raise ValueError(f"size must be a power of two >= 8, got {size}")
+        n_down = _doublings(size)
         layers, c = [], in_channels
         for i in range(n_down):
             cout = min(channels * 2**i, max_channels)
