@@ -24,16 +24,82 @@ def volumes(tmp_path):
     return d, [write_pair(d, f"c{i}", *tiny_case(rng, (24, 20, 8)), affine=aff) for i in range(2)]
 
 
-@pytest.mark.parametrize("mode", ["ours", "real_only", "elastic"])
+@pytest.mark.parametrize("mode", ["ours", "real_only", "elastic", "gan_mix", "gan_pretrain"])
 def test_modes_train(mode, volumes, tmp_path):
     folder, _ = volumes
     out = tmp_path / mode
-    run_bundle("gan_pretrain_seg_2d", "train", dataset_dir=str(folder), output_dir=str(out), mode=mode, **TINY)
+    wf = run_bundle("gan_pretrain_seg_2d", "train", dataset_dir=str(folder), output_dir=str(out), mode=mode,
+                    synthetic_copies=2, **TINY)
     assert (out / "model.pt").is_file() and (out / "finetune" / "checkpoint_1.pt").is_file()
-    assert (out / "gan" / "checkpoint_1.pt").is_file() == (mode == "ours")
+    assert (out / "gan" / "checkpoint_1.pt").is_file() == (mode in ("ours", "gan_mix", "gan_pretrain"))
+    assert (out / "pretrain" / "checkpoint_1.pt").is_file() == (mode == "gan_pretrain")
     if mode == "ours":
         ck = torch.load(out / "gan" / "checkpoint_1.pt", weights_only=True)
         assert set(ck) >= {"generator", "discriminator", "segmentor", "s_optimizer", "trainer"}
+    n_real = len(wf.parser.get_parsed_content("slices"))
+    n_stage2 = len(wf.parser.get_parsed_content("finetune#dataset"))
+    assert n_stage2 == (3 * n_real if mode == "gan_mix" else n_real)  # real + 2 synthetic copies per slice
+    if mode in ("gan_mix", "gan_pretrain"):
+        syn = wf.parser.get_parsed_content("synthetic")
+        assert len(syn) == 2 * n_real
+        item = syn[0]
+        assert item["image"].shape == (1, 32, 32) and -1 <= item["image"].min() and item["image"].max() <= 1
+        assert item["label"].shape == (1, 32, 32) and not item["label"].is_floating_point()
+
+
+def test_stage2_starts_from_the_stage1_segmentor(volumes, tmp_path):
+    """P3 Sec. 2.2: the fine-tuning stage begins with exactly the segmentor stage 1 left (no re-initialisation)."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    from volgan.bundle import bundle_path
+
+    folder, _ = volumes
+    root = bundle_path("gan_pretrain_seg_2d")
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(root), "dataset_dir": str(folder), "output_dir": str(tmp_path / "o"), **TINY})
+    gan, finetune = parser.get_parsed_content("gan#trainer"), parser.get_parsed_content("finetune#trainer")
+    seen = {}
+    gan.add_event_handler(Events.COMPLETED, lambda e: seen.update(
+        stage1={k: v.detach().clone() for k, v in gan.s_network.state_dict().items()}))
+    finetune.add_event_handler(Events.STARTED, lambda e: seen.update(
+        stage2={k: v.detach().clone() for k, v in finetune.network.state_dict().items()}))
+    before = {k: v.detach().clone() for k, v in gan.s_network.state_dict().items()}
+    gan.run()
+    finetune.run()
+    assert set(seen) == {"stage1", "stage2"}
+    assert any(not torch.equal(before[k], seen["stage1"][k]) for k in before)  # stage 1 trained S
+    assert all(torch.equal(seen["stage1"][k], seen["stage2"][k]) for k in before)
+    after = finetune.network.state_dict()
+    assert any(not torch.equal(after[k], seen["stage2"][k]) for k in before)  # and stage 2 changed it
+
+
+@pytest.mark.parametrize("problem", ["3d_where_2d", "size_mismatch", "empty_mask"])
+def test_bad_inputs_name_the_file(problem, tmp_path):
+    """The 2D pipeline's bad inputs: a 3D volume where 2D is configured, image/mask size mismatch, no voxel of
+    the configured foreground label: one VolganDataError naming the file, and no model written."""
+    from volgan.errors import VolganDataError
+
+    rng = np.random.RandomState(1)
+    d = tmp_path / "bad"
+    d.mkdir()
+    img, lab = tiny_case(rng, (24, 20, 8))
+    extra = {}
+    if problem == "size_mismatch":
+        lab = lab[:, :18]
+    if problem == "empty_mask":
+        extra["foreground"] = [7]
+    if problem == "3d_where_2d":
+        extra["input_dims"] = 2
+    bad = write_pair(d, "c0", img, lab)
+    out = tmp_path / "out"
+    with pytest.raises(VolganDataError) as err:
+        run_bundle("gan_pretrain_seg_2d", "train", dataset_dir=str(d), output_dir=str(out), **{**TINY, **extra})
+    assert (bad["image"] if problem == "3d_where_2d" else bad["label"]) in str(err.value)
+    assert {"3d_where_2d": "dimension", "size_mismatch": "does not match", "empty_mask": "empty mask"}[problem] \
+        in str(err.value)
+    assert not (out / "model.pt").exists()
 
 
 def test_inference_and_evaluation(volumes, tmp_path):
@@ -61,6 +127,7 @@ def test_torchrun_two_cpu_processes(volumes, tmp_path):
     folder, _ = volumes
     out = tmp_path / "ddp"
     tiny = {k: v for k, v in TINY.items() if k not in ("device", "amp")}
-    torchrun_bundle("gan_pretrain_seg_2d", 29523, dataset_dir=folder, output_dir=out, **tiny)
+    torchrun_bundle("gan_pretrain_seg_2d", 29523, dataset_dir=folder, output_dir=out, mode="gan_pretrain",
+                    synthetic_copies=1, **tiny)  # all three stages: GAN, pre-training on synthetic, fine-tuning
     assert (out / "model.pt").is_file() and len(list((out / "logs").glob("events*"))) == 1
-    assert (out / "gan" / "checkpoint_1.pt").is_file()
+    assert (out / "gan" / "checkpoint_1.pt").is_file() and (out / "pretrain" / "checkpoint_1.pt").is_file()

@@ -69,29 +69,41 @@ class SliceDataset(Dataset):
         empty_fraction: share of empty slices kept, relative to the foreground slices.
         label_values: allowed label values (checked).
         transform: optional callable applied to each item dict (MONAI dictionary transforms).
+        spatial_dims: 2 or 3 to require 2D images or 3D volumes (``VolganDataError`` otherwise); ``None``
+            accepts both.
+        foreground: label values of the structure; slices are selected by them, and a volume without any of
+            them is an error (``None``: every label > 0).
     """
 
     def __init__(self, items: Sequence[Mapping[str, Any]], axis: int = 2, size: Sequence[int] | None = (256, 256),
                  empty_fraction: float = 0.1, percentiles: tuple[float, float] = (0.5, 99.5),
-                 label_values: Sequence[int] | None = None, transform: Callable | None = None, seed: int = 0):
+                 label_values: Sequence[int] | None = None, transform: Callable | None = None, seed: int = 0,
+                 spatial_dims: int | None = None, foreground: Sequence[int] | None = None):
         self.transform = transform
         self.slices: list[dict[str, Any]] = []
         rng = np.random.RandomState(seed)
         for ci, item in enumerate(items):
             img, lab = load_volume(item["image"]), load_volume(item["label"])
-            dims = 2 if np.asarray(lab).ndim == 2 else 3
+            dims = spatial_dims or (2 if np.asarray(lab).ndim == 2 else 3)
             check_image(img, str(item["image"]), dims)
             check_label(lab, str(item["label"]), label_values, dims)
             check_pair(img, lab, str(item["image"]), str(item["label"]))
             img_t = torch.as_tensor(np.asarray(img), dtype=torch.float32)
             lab_t = torch.as_tensor(np.asarray(lab)).long()
+            if lab_t.ndim == dims + 1 and lab_t.shape[-1] == 1:
+                lab_t = lab_t[..., 0]
+            fg_t = lab_t > 0 if foreground is None else torch.isin(lab_t, torch.as_tensor(list(foreground)))
+            if not bool(fg_t.any()):
+                raise VolganDataError(str(item["label"]), f"empty mask: no voxel with a foreground label "
+                                      f"{sorted(int(v) for v in foreground or [])} (label values "
+                                      f"{sorted(int(v) for v in torch.unique(lab_t))})")
             if img_t.ndim == dims + 1:  # trailing singleton channel
                 img_t = img_t[..., 0]
             img_t = _to_unit_range(img_t, *percentiles)
             if dims == 2:
                 pairs = [(0, img_t, lab_t)]
             else:
-                idx = select_slices(lab_t.numpy(), axis, empty_fraction, rng)
+                idx = select_slices(fg_t.numpy(), axis, empty_fraction, rng)
                 pairs = [(i, img_t.select(axis, i), lab_t.select(axis, i)) for i in idx]
             for si, im2, lb2 in pairs:
                 self.slices.append({

@@ -70,8 +70,9 @@ def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, chann
     if len(shape) != spatial_dims or (channels is not None and channels > 1):
         if len(shape) == spatial_dims + 1:
             want = f"{channels} channels" if channels else "one channel"
-            raise VolganDataError(path, f"expected a {spatial_dims}D volume with {want}, got {len(shape)}D shape {shape} "
-                                  f"({shape[-1]} channels/time points)")
+            kind = "a 2D image" if spatial_dims == 2 else f"a {spatial_dims}D volume"
+            raise VolganDataError(path, f"expected {kind} with {want}, got {len(shape)}D shape {shape} (a "
+                                  f"{len(shape)}D volume, or {shape[-1]} channels/time points; wrong dimension?)")
         raise VolganDataError(path, f"expected a {spatial_dims}D volume, got {len(shape)}D shape {shape}")
     return shape
 
