@@ -34,6 +34,28 @@ def test_ratios_train(ratio, augment, volumes, tmp_path):
     assert (out / "model_g.pt").is_file() == (ratio != "16-0")  # no GAN needed without synthetic pairs
 
 
+def test_few_slices_and_explicit_validation_set(tmp_path):
+    """Fewer real slices than the ratio asks per minibatch (few-label regimes): the loaders draw with replacement
+    so every U-Net batch has exactly n_real real items; ``val_dataset_dir`` keeps every training case."""
+    rng = np.random.RandomState(3)
+    tr, va = tmp_path / "train", tmp_path / "val"
+    tr.mkdir()
+    va.mkdir()
+    write_pair(tr, "t0", *tiny_case(rng, (24, 24, 4)))
+    write_pair(va, "v0", *tiny_case(rng, (24, 24, 4)))
+    out = tmp_path / "run"
+    wf = run_bundle("wgan_pairs_seg_2d", "train", dataset_dir=str(tr), val_dataset_dir=str(va), output_dir=str(out),
+                    ratio="8-8", **{**TINY, "max_epochs": 1})
+    train, val = wf.parser.get_parsed_content("split")
+    assert [it["image"] for it in train] == [str(tr / "t0_image.nii.gz")] and len(val) == 1
+    n_slices = len(wf.parser.get_parsed_content("train_slices"))
+    assert n_slices < 8
+    batch = next(iter(wf.parser.get_parsed_content("unet#dataloader")))
+    assert batch["image"].shape[0] == 8
+    img, lab = wf.parser.get_parsed_content("unet#mixing")(batch, torch.device("cpu"))
+    assert img.shape[0] == 16 and set(torch.unique(lab).tolist()) <= {0, 1}
+
+
 def test_early_stopping_and_evaluation(volumes, tmp_path):
     out = tmp_path / "run"
     overrides = {**TINY, "max_epochs": 50, "patience_iterations": 2, "val_interval": 1, "lr_unet": 0.0}
