@@ -86,16 +86,19 @@ def train_segmentor(
     amp: Any = True,
     progress: Any = "auto",
     desc: str | None = None,
+    network: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
     """Train a MONAI 3D U-Net with Dice+CE for a fixed number of ``iterations`` (same budget across settings).
 
     MM-GAN trains its evaluation U-Nets with Adam lr 2e-4, betas (0.5, 0.999) (Sec. V-B); those are the defaults.
+    ``network``: continue training this network (fine-tuning after synthetic pre-training, Sec. V-D) instead of
+    a new one.
     """
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)
     device = resolve_device(device)
-    net = make_segmentor(3, len(label_values), channels).to(device)
+    net = (network if network is not None else make_segmentor(3, len(label_values), channels)).to(device)
     pairs = [{"image": it["image"], "label": it["label"]} for it in train_items]  # extra keys may differ per source
     ds = CacheDataset(pairs, segmentation_transforms(label_values, patch_size), progress=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)

@@ -1,0 +1,63 @@
+"""The evidence harness (issue #10): settings, seeds, resumability, outputs, learning curve, ``volgan evaluate``."""
+
+import json
+
+import pytest
+
+from volgan import comparison
+from volgan.comparison import compare_segmentation, learning_curve
+
+FAST = dict(iterations=2, segmentor={"channels": [4, 8, 16, 32], "patch_size": [16, 16, 16], "batch_size": 1},
+            roi_size=[32, 32, 32], device="cpu")
+
+
+def test_every_setting_seeds_outputs_and_resume(tiny_dataset, tmp_path, monkeypatch):
+    _, items = tiny_dataset
+    real, test, synthetic = items[:2], items[2:], [dict(it, source=it["label"]) for it in items[:2]] * 5
+    out = tmp_path / "cmp"
+    res = compare_segmentation(real, test, synthetic, out, seeds=(0, 1), **FAST)
+    assert list(res["results"]) == list(comparison.SETTINGS)
+    n_train = {k: v["n_train"] for k, v in res["results"].items()}
+    assert n_train == {"real": 2, "synthetic": 10, "real+100%": 4, "real+300%": 8, "real+500%": 12,
+                       "pretrain+finetune": 1}  # fine-tuning on 10 % of the real cases, at least one
+    for name, r in res["results"].items():
+        assert r["seeds"] == [0, 1]
+        mean, sd = r["summary"]["WT"]
+        assert 0.0 <= mean <= 1.0 and sd >= 0.0
+    assert {"HD95 WT", "WT", "TC"} <= set(res["results"]["real"]["summary"])
+    for f in ("results.csv", "results.md", "results.json", "dice.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0
+    rows = (out / "results.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 6 * 2 * len(test)
+    # resumable: nothing is retrained when every (setting, seed) result exists
+    monkeypatch.setattr("volgan.segmentation.train_segmentor", lambda *a, **k: pytest.fail("retrained"))
+    again = compare_segmentation(real, test, synthetic, out, seeds=(0, 1), **FAST)
+    assert again["table"] == res["table"]
+
+
+def test_too_few_synthetic_pairs_is_a_config_error(tiny_dataset, tmp_path):
+    from volgan.errors import VolganConfigError
+
+    _, items = tiny_dataset
+    with pytest.raises(VolganConfigError, match="synthetic pairs"):
+        compare_segmentation(items[:2], items[2:], items[:1], tmp_path / "x", settings=("real+300%",), **FAST)
+    with pytest.raises(VolganConfigError, match="unknown setting"):
+        compare_segmentation(items[:2], items[2:], items, tmp_path / "x", settings=("joint",), **FAST)
+
+
+def test_learning_curve_restricts_synthetic_to_the_chosen_cases(tiny_dataset, tmp_path, monkeypatch):
+    _, items = tiny_dataset
+    synthetic = [dict(it, source=it["label"]) for it in items[:2]]
+    seen = []
+    real_compare = comparison.compare_segmentation
+
+    def spy(real, test, syn, *a, **k):
+        seen.append((len(real), sorted(s["source"] for s in syn)))
+        return real_compare(real, test, syn, *a, **k)
+
+    monkeypatch.setattr(comparison, "compare_segmentation", spy)
+    res = learning_curve(items[:2], items[2:], synthetic, tmp_path / "lc", sizes=[1, 2], **FAST)
+    assert [p["n_real"] for p in res["points"]] == [1, 2]
+    assert seen == [(1, [items[0]["label"]]), (2, sorted([items[0]["label"], items[1]["label"]]))]
+    for f in ("learning_curve.md", "learning_curve.csv", "learning_curve.png"):
+        assert (tmp_path / "lc" / f).is_file()
