@@ -1,6 +1,5 @@
 """The evidence harness (issue #10): settings, seeds, resumability, outputs, learning curve, ``volgan evaluate``."""
 
-
 import pytest
 
 from volgan import comparison
