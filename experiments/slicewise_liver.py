@@ -11,22 +11,20 @@ One patient only, so the split is by region: the test set is the axial slab z 84
 for Dice/HD95); ``--n-train`` liver slices spread evenly over z 66-79 and 100-111 plus two liver-free slices
 (z 60, 62) form the training volume; z 81 and 98 (two slices between train and test, not used for training) are
 the validation set that P5's early stopping needs. Every setting of a method gets the same slices, image size,
-budget and seeds; a setting whose ``results.json`` exists is not re-run. Prints and writes a Markdown table
-(mean +- sd over seeds) and the run time of each setting.
+budget and seeds. Runs through ``volgan.comparison.compare_bundle_settings`` (resumable: a finished setting is
+not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
+``OUT/<method>/results.{md,csv,json}`` and ``dice.png``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from volgan.bundle import run_bundle
+from volgan.comparison import BUNDLE_SETTINGS, compare_bundle_settings
 
 LIVER = 5
 TEST = range(84, 96)
@@ -62,28 +60,26 @@ def p3_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], canny_preset="liver", image_size=[a.size, a.size], ngf=32, batch_size=4,
                   gan_epochs=a.gan_epochs, finetune_epochs=a.seg_epochs, synthetic_copies=3, log_interval=50,
                   image_interval=10**6, amp=False)
-    return {m: dict(common, mode=m) for m in ("real_only", "elastic", "gan_mix", "gan_pretrain", "ours")}
+    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["gan_pretrain_seg_2d"].items()}
 
 
 def p5_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], image_size=[a.size, a.size], gan_iterations=a.gan_iterations,
                   gen_channels=256, critic_channels=32, max_epochs=a.unet_epochs, val_interval=20,
                   patience_iterations=200, log_interval=100, amp=False)
-    return {f"{r} {'aug' if aug else 'no aug'}": dict(common, ratio=r, augment=aug)
-            for aug in (False, True) for r in ("16-0", "8-8", "0-16")}
+    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["wgan_pairs_seg_2d"].items()}
 
 
 def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], image_size=[a.size, a.size], gan_iterations=a.gan_iterations,
                   max_epochs=a.unet_epochs, log_interval=100, amp=False)
-    return {"without P4 augmenter": dict(common, augment_with_gan=False),
-            "with P4 augmenter": dict(common, augment_with_gan=True)}
+    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["adversarial_unet_aug_2d"].items()}
 
 
-#: bundle, settings, and the setting whose trained GAN the later settings of the method reuse (same GAN, less time)
-METHODS = {"p3": ("gan_pretrain_seg_2d", p3_settings, "gan_mix"),
-           "p5": ("wgan_pairs_seg_2d", p5_settings, "8-8 no aug"),
-           "p4": ("adversarial_unet_aug_2d", p4_settings, None)}
+#: bundle and settings (settings that use one GAN differently share it: volgan.comparison.GAN_SHARING)
+METHODS = {"p3": ("gan_pretrain_seg_2d", p3_settings),
+           "p5": ("wgan_pairs_seg_2d", p5_settings),
+           "p4": ("adversarial_unet_aug_2d", p4_settings)}
 
 
 def main() -> None:
@@ -101,43 +97,15 @@ def main() -> None:
                    help="P5/P4 U-Net epochs, an upper bound (early stopping); one epoch = max(slices, 16) draws")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
-    bundle, make, share_gan = METHODS[a.method]
+    bundle, make = METHODS[a.method]
     out = Path(a.out)
     sets = prepare(Path(a.data), out / "data", a.n_train)
-    settings = make(a)
-    rows: dict[str, list[dict]] = {}
-    for seed in a.seeds:
-        for name, ov in settings.items():
-            run = out / a.method / f"seed{seed}" / name.replace(" ", "_")
-            res_file = run / "eval" / "results.json"
-            if not res_file.is_file():
-                src = run.parent / share_gan.replace(" ", "_") if share_gan and ov.get("mode") != "ours" else None
-                if src is not None and (src / "gan").is_dir() and not (run / "gan").exists():
-                    shutil.copytree(src / "gan", run / "gan")  # the GAN trained for an earlier setting
-                t0 = time.time()
-                extra = {"val_dataset_dir": sets["val"]} if a.method == "p5" else {}
-                run_bundle(bundle, "train", dataset_dir=sets["train"], output_dir=str(run), seed=seed,
-                           device=a.device, **extra, **ov)
-                train_s = time.time() - t0
-                keys = ("foreground", "image_size", "seg_kind", "seg_channels", "unet_channels")
-                run_bundle(bundle, "evaluate", dataset_dir=sets["test"], ckpt_path=str(run / "model.pt"),
-                           output_dir=str(run / "eval"), device=a.device, **{k: ov[k] for k in keys if k in ov})
-                meta = json.loads(res_file.read_text(encoding="utf-8"))
-                meta["train_seconds"] = train_s
-                res_file.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            res = json.loads(res_file.read_text(encoding="utf-8"))
-            row = res["results"]["held-out volumes"]["rows"][0]
-            rows.setdefault(name, []).append({**row, "seconds": res.get("train_seconds", float("nan"))})
-    lines = [f"| setting ({a.method}, {a.n_train} training slices, {a.size}x{a.size}, seeds {a.seeds}) | Dice | "
-             "HD95 (voxels) | train time (s) |", "|---|---:|---:|---:|"]
-    for name, rs in rows.items():
-        d, h, t = (np.array([r[k] for r in rs], float) for k in ("Dice", "HD95 (voxels)", "seconds"))
-        lines.append(f"| {name} | {d.mean():.3f} ± {d.std():.3f} | {np.nanmean(h):.1f} ± {np.nanstd(h):.1f} | "
-                     f"{t.mean():.0f} |")
-    table = "\n".join(lines)
-    print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}")
-    print(table)
-    (out / f"{a.method}_table.md").write_text(table + "\n", encoding="utf-8")
+    common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method == "p5" else {})}
+    res = compare_bundle_settings(bundle, sets["train"], sets["test"], out / a.method, make(a), a.seeds, common,
+                                  title=f"{bundle} on liver CT slices")
+    print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}; "
+          f"{a.n_train} training slices at {a.size}x{a.size}; seeds {a.seeds}")
+    print(res["table"])
 
 
 if __name__ == "__main__":

@@ -242,6 +242,12 @@ BUNDLE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                                 "with augmenter": {"augment_with_gan": True}},
 }
 
+#: (setting that trains the GAN, settings that reuse it): same GAN, same seed, only the downstream use differs
+GAN_SHARING: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gan_pretrain_seg_2d": ("gan_mix", ("gan_pretrain",)),
+    "wgan_pairs_seg_2d": ("8-8 no aug", ("0-16 no aug", "8-8 aug", "0-16 aug")),
+}
+
 #: evaluate.yaml needs these train overrides too (network shape, slice size, structure)
 _EVAL_KEYS = ("foreground", "image_size", "slice_axis", "seg_kind", "seg_channels", "unet_channels", "num_classes",
               "device")
@@ -255,18 +261,21 @@ def compare_bundle_settings(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     seeds: Sequence[int] = (0,),
     common: Mapping[str, Any] | None = None,
-    share_gan_from: str | None = None,
+    share_gan: tuple[str, Sequence[str]] | None = None,
     title: str | None = None,
 ) -> dict[str, Any]:
     """Run ``bundle``'s train.yaml under each setting (``settings``: name -> overrides, default
     ``BUNDLE_SETTINGS[bundle]``; ``common`` overrides for all) and seed, then its evaluate.yaml on ``test``
-    (Dice, HD95 of the stacked slice-wise predictions). ``share_gan_from``: a setting whose trained GAN
-    (``<run>/gan``) later settings reuse, so a comparison of downstream settings does not retrain the same GAN."""
+    (Dice, HD95 of the stacked slice-wise predictions). ``share_gan``: (a setting, later settings) — the later
+    ones reuse the first one's trained GAN (``<run>/gan``, resumed as finished), so a comparison of downstream
+    uses of one GAN does not retrain it (default ``GAN_SHARING[bundle]``; settings that train their GAN
+    differently, e.g. P3's joint ``ours``, are never in the list)."""
     import shutil
 
     from volgan.bundle import run_bundle
 
     settings = dict(settings or BUNDLE_SETTINGS.get(bundle) or {})
+    share_gan = share_gan if share_gan is not None else GAN_SHARING.get(bundle)
     if not settings:
         raise VolganConfigError(f"no settings for bundle {bundle!r}; pass settings=")
     common = dict(common or {})
@@ -277,10 +286,11 @@ def compare_bundle_settings(
             run = out / f"seed{seed}" / _slug(name)
             kw = {**common, **ov, "seed": seed}
 
-            def compute(run: Path = run, kw: dict = kw) -> dict[str, Any]:
-                src = out / f"seed{seed}" / _slug(share_gan_from) if share_gan_from else None
-                if src is not None and src != run and (src / "gan").is_dir() and not (run / "gan").exists():
-                    shutil.copytree(src / "gan", run / "gan")
+            def compute(run: Path = run, kw: dict = kw, name: str = name, seed: int = seed) -> dict[str, Any]:
+                if share_gan and name in share_gan[1]:
+                    src = out / f"seed{seed}" / _slug(share_gan[0]) / "gan"
+                    if src.is_dir() and not (run / "gan").exists():
+                        shutil.copytree(src, run / "gan")
                 run_bundle(bundle, "train", dataset_dir=train, output_dir=str(run), **kw)
                 run_bundle(bundle, "evaluate", dataset_dir=test, ckpt_path=str(run / "model.pt"),
                                 output_dir=str(run / "eval"), **{k: kw[k] for k in _EVAL_KEYS if k in kw})
@@ -417,4 +427,4 @@ QUICK_2D: dict[str, dict[str, Any]] = {
     "adversarial_unet_aug_2d": dict(image_size=[32, 32], gan_iterations=2, max_epochs=2, amp=False),
 }
 
-__all__ += ["evaluate_bundle", "QUICK_2D", "evaluate_cases"]
+__all__ += ["evaluate_bundle", "QUICK_2D", "evaluate_cases", "GAN_SHARING"]
