@@ -50,41 +50,6 @@ def _cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]
     return res
 
 
-def _hd95(pred: Any, target: Any, regions: Mapping[str, Sequence[int]]) -> dict[str, float]:
-    """95th-percentile Hausdorff distance (voxels, MONAI) per region; NaN when the region is absent in either."""
-    import torch
-    from monai.metrics import compute_hausdorff_distance
-
-    out = {}
-    for name, values in regions.items():
-        v = torch.as_tensor(list(values))
-        p, t = torch.isin(torch.as_tensor(pred), v), torch.isin(torch.as_tensor(target), v)
-        ok = bool(p.any()) and bool(t.any())
-        out[f"HD95 {name}"] = (float(compute_hausdorff_distance(p[None, None].float(), t[None, None].float(),
-                                                                percentile=95)[0, 0]) if ok else float("nan"))
-    return out
-
-
-def evaluate_cases(net: Any, items: Sequence[Mapping[str, Any]], label_values: Sequence[int],
-                   regions: Mapping[str, Sequence[int]], roi_size: Sequence[int], device: Any) -> list[dict]:
-    """Dice (the paper's form, equal to the usual Dice on binary maps) and HD95 per region for every case."""
-    import torch
-
-    from volgan.metrics import region_dice
-    from volgan.segmentation import predict_volume, segmentation_transforms
-
-    xf = segmentation_transforms(label_values, None)
-    lv = torch.tensor(list(label_values))
-    rows = []
-    for item in items:
-        d = xf(dict(item))
-        pred = lv[predict_volume(net, d["image"], roi_size, device=device)]
-        target = lv[torch.as_tensor(d["label"][0]).long()]
-        rows.append({"case": str(item.get("case", item["image"])), **region_dice(pred, target, regions),
-                     **_hd95(pred, target, regions)})
-    return rows
-
-
 def compare_segmentation(
     real_train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
@@ -112,7 +77,7 @@ def compare_segmentation(
 
     from volgan.data.mixing import mix_datalists
     from volgan.metrics import BRATS_REGIONS
-    from volgan.segmentation import train_segmentor
+    from volgan.segmentation import evaluate_segmentor, train_segmentor
     from volgan.utils import as_bool
 
     regions = dict(regions or BRATS_REGIONS)
@@ -148,7 +113,7 @@ def compare_segmentation(
                     items = [real_train[i] for i in idx]
                     net = train(items, network=train(synthetic),
                                 iterations=finetune_iterations or max(1, iterations // 2))
-                rows = evaluate_cases(net, test, label_values, regions, roi_size, device)
+                rows = evaluate_segmentor(net, test, label_values, regions, roi_size, device, hd95=True)
                 return {"setting": name, "seed": seed, "n_train": len(items), "n_test": len(test), "rows": rows}
 
             runs.setdefault(name, []).append(_cached(out / "runs" / f"{_slug(name)}_seed{seed}.json", compute))
@@ -427,4 +392,4 @@ QUICK_2D: dict[str, dict[str, Any]] = {
     "adversarial_unet_aug_2d": dict(image_size=[32, 32], gan_iterations=2, max_epochs=2, amp=False),
 }
 
-__all__ += ["evaluate_bundle", "QUICK_2D", "evaluate_cases", "GAN_SHARING"]
+__all__ += ["evaluate_bundle", "QUICK_2D", "GAN_SHARING"]

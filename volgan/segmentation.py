@@ -27,7 +27,8 @@ from volgan.handlers import ProgressHandler
 from volgan.metrics import BRATS_REGIONS, region_dice
 from volgan.utils import amp_enabled, resolve_device
 
-__all__ = ["make_segmentor", "segmentation_transforms", "train_segmentor", "predict_volume", "evaluate_segmentor"]
+__all__ = ["make_segmentor", "segmentation_transforms", "train_segmentor", "predict_volume", "evaluate_segmentor",
+           "region_hd95"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,11 @@ def evaluate_segmentor(
     regions: Mapping[str, Sequence[int]] = BRATS_REGIONS,
     roi_size: Sequence[int] = (64, 64, 64),
     device: Any = None,
+    hd95: bool = False,
 ) -> list[dict[str, float]]:
-    """Dice per region (in original label values) for every case, on whole volumes."""
+    """Dice per region (in original label values) for every case, on whole volumes; with ``hd95`` also the
+    95th-percentile Hausdorff distance per region (``"HD95 <region>"``, voxels, MONAI; NaN when the region is
+    absent in the prediction or the target)."""
     xf = segmentation_transforms(label_values, None)
     lv = torch.tensor(list(label_values))
     rows = []
@@ -145,5 +149,22 @@ def evaluate_segmentor(
         d = xf(dict(item))
         pred = lv[predict_volume(net, d["image"], roi_size, device=device)]
         target = lv[torch.as_tensor(d["label"][0]).long()]
-        rows.append({"case": str(item.get("case", item["image"])), **region_dice(pred, target, regions)})
+        row = {"case": str(item.get("case", item["image"])), **region_dice(pred, target, regions)}
+        if hd95:
+            row.update(region_hd95(pred, target, regions))
+        rows.append(row)
     return rows
+
+
+def region_hd95(pred: torch.Tensor, target: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """95th-percentile Hausdorff distance (voxels, MONAI) per region; NaN when the region is absent in either."""
+    from monai.metrics import compute_hausdorff_distance
+
+    out = {}
+    for name, values in regions.items():
+        v = torch.as_tensor(list(values))
+        p, t = torch.isin(torch.as_tensor(pred), v), torch.isin(torch.as_tensor(target), v)
+        ok = bool(p.any()) and bool(t.any())
+        out[f"HD95 {name}"] = (float(compute_hausdorff_distance(p[None, None].float(), t[None, None].float(),
+                                                                percentile=95)[0, 0]) if ok else float("nan"))
+    return out
