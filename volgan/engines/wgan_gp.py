@@ -1,4 +1,5 @@
-"""WGAN-GP trainer (P5: image + mask pairs from noise; shared with P4) and on-the-fly mixing of generated pairs."""
+"""WGAN-GP trainers (P5: image + mask pairs from noise; P4: a conditional U-Net generator and a critic of image
+pairs) and on-the-fly mixing of generated pairs into segmentation minibatches."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 
 from volgan.engines.base import AdversarialTrainerBase, plain_tensor, set_requires_grad
 from volgan.engines.keys import GanKeys
+from volgan.errors import VolganDataError
 from volgan.losses import GradientPenalty, WassersteinLoss
 
-__all__ = ["WganGpTrainer", "MixedPairsPrepareBatch", "to_pair"]
+__all__ = ["WganGpTrainer", "PairCriticWganGpTrainer", "MixedPairsPrepareBatch", "ConditionalMixedPairsPrepareBatch",
+           "to_pair"]
 
 
 def to_pair(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,31 +58,78 @@ class WganGpTrainer(AdversarialTrainerBase):
     def _z(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=self.noise).to(device)
 
+    def _unpack(self, prepared: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``prepare_batch``'s output -> (real samples the critic scores, fixed condition or None, G's input)."""
+        return prepared, None, None
+
+    def _generate(self, source: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` fake samples: ``G(z)`` (P5); subclasses feed ``source`` too."""
+        return self.g_network(self._z(n, device))
+
+    def _score(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.d_network(x) if cond is None else self.d_network(x, cond)
+
     def _iteration(self, engine: WganGpTrainer, batchdata: dict) -> dict:
-        real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        real, cond, source = engine._unpack(engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking))
         g, d = engine.g_network, engine.d_network
         g.train()
         d.train()
         n = real.shape[0]
         set_requires_grad(d, True)
         with torch.no_grad(), engine.autocast():
-            fake = g(engine._z(n, real.device))
+            fake = engine._generate(source, n, real.device)
         with engine.autocast():
-            w = engine.wasserstein(d(fake.float()), False) + engine.wasserstein(d(real), True)
-        gp = engine.gradient_penalty(d, real, fake)  # fp32
+            w = engine.wasserstein(engine._score(fake.float(), cond), False) + engine.wasserstein(
+                engine._score(real, cond), True)
+        gp = engine.gradient_penalty(d, real, fake, cond=cond)  # fp32
         d_loss = w + gp
         engine.optimise("d", d_loss)
         out = {GanKeys.D_LOSS: d_loss.detach(), "wasserstein": (-w).detach(), "gp": gp.detach(),
                GanKeys.REAL: real.detach()}
+        if cond is not None:
+            out[GanKeys.COND] = cond.detach()
         if engine.state.iteration % engine.n_critic == 0:
             set_requires_grad(d, False)
             with engine.autocast():
-                fake = g(engine._z(n, real.device))
-                g_loss = engine.wasserstein(d(fake), True)
+                fake = engine._generate(source, n, real.device)
+                g_loss = engine.wasserstein(engine._score(fake, cond), True)
             engine.optimise("g", g_loss)
             set_requires_grad(d, True)
             out.update({GanKeys.G_LOSS: g_loss.detach(), GanKeys.FAKE: fake.detach()})
         return out
+
+
+class PairCriticWganGpTrainer(WganGpTrainer):
+    """Conditional WGAN-GP of the generative adversarial U-Net (P4 Sec. II-B, Eqs. 4-5, Alg. 1, Sec. II-D).
+
+    Each batch holds two slices of one class (``SameClassPairs``): ``x_i`` (``image_i``/``label_i``) and ``x_j``
+    (``image_j``/``label_j``), each made a 2-channel (image, mask as -1 / 1) pair by ``to_pair`` (the mask is
+    volgan's extension; P4 makes images only). ``G(x_j, z) -> x_g``; the critic scores pairs,
+    ``D(x_i, x_second)`` = ``d_network(x_second, x_i)`` on ``cat(x_i, x_second)``:
+
+    - critic: ``L_D = E[D(x_i, x_g)] - E[D(x_i, x_j)] + lambda E[(||grad D(x_i, x_hat)|| - 1)^2]``, ``x_hat``
+      between ``x_j`` and ``x_g`` with ``x_i`` fixed (``GradientPenalty(cond=x_i)``, fp32);
+    - generator, every ``n_critic``-th iteration: ``L_G = -E[D(x_i, G(x_j, z))]``.
+
+    Where P4's text (encode ``x_i``) and Fig. 1 (encode ``x_j``) disagree, G encodes ``x_j`` and the fake pair is
+    ``(x_i, x_g)`` (SPEC.md). Outputs: ``GanKeys`` ``REAL`` (x_j), ``COND`` (x_i), ``FAKE`` (x_g), losses.
+    Same arguments as ``WganGpTrainer`` (P4: Adam 1e-4, betas (0, 0.9), ``n_critic`` 1, lambda 10); the batch
+    keys are ``image_key``/``mask_key`` with the suffixes ``_i`` and ``_j``.
+    """
+
+    def _prepare(self, batch: dict, device: torch.device, non_blocking: bool = False, **kwargs):
+        return tuple(super(PairCriticWganGpTrainer, self)._prepare(
+            {self.image_key: batch[f"{self.image_key}_{s}"], self.mask_key: batch[f"{self.mask_key}_{s}"]}, device,
+            non_blocking) for s in ("i", "j"))
+
+    def _unpack(self, prepared: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        x_i, x_j = prepared
+        if x_i.shape != x_j.shape:
+            raise VolganDataError(None, f"x_i {tuple(x_i.shape)} and x_j {tuple(x_j.shape)} of a pair differ in shape")
+        return x_j, x_i, x_j
+
+    def _generate(self, source: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+        return self.g_network(source, self._z(n, device))
 
 
 class MixedPairsPrepareBatch:
@@ -111,12 +161,54 @@ class MixedPairsPrepareBatch:
         if self.n_synthetic:
             was_training = self.generator.training
             self.generator.eval()
-            z = torch.randn(self.n_synthetic, self.latent_dim, generator=self.noise)
-            pairs = self.generator(z.to(next(self.generator.parameters()).device)).float().to(device)
-            self.generator.train(was_training)
+            try:
+                pairs = self._synthesise(batchdata, next(self.generator.parameters()).device).float().to(device)
+            finally:
+                self.generator.train(was_training)
             img = torch.cat([img.float(), pairs[:, :-1]])
             lab = torch.cat([lab.long(), (pairs[:, -1:] > self.threshold).long()])
         return img, lab
+
+    def _synthesise(self, batchdata: dict, device: torch.device) -> torch.Tensor:
+        """``n_synthetic`` generated pairs (B, C_img + 1, ...): ``G(z)`` (P5)."""
+        z = torch.randn(self.n_synthetic, self.latent_dim, generator=self.noise)
+        return self.generator(z.to(device))
+
+
+class ConditionalMixedPairsPrepareBatch(MixedPairsPrepareBatch):
+    """``MixedPairsPrepareBatch`` for a conditional generator ``G(x_j, z)`` (P4's generative adversarial U-Net used
+    as an on-the-fly augmenter of a segmentor): every minibatch is its first ``n_real`` real items plus
+    ``n_synthetic`` items ``G(x_j, z)``, the sources ``x_j`` being the batch's own slices (as ``to_pair`` pairs:
+    image, mask) taken in order and cycled when ``n_synthetic`` exceeds them; with ``foreground_sources`` only
+    slices whose mask has foreground are sources (G trains on those), unless the batch has none. The generated
+    mask channel is thresholded at ``threshold`` (0). The loader's batch size must be >= ``n_real`` (and >= 1).
+
+    Args: as ``MixedPairsPrepareBatch``; ``foreground_sources``: condition only on slices with foreground.
+    """
+
+    def __init__(self, generator: torch.nn.Module, n_real: int = 8, n_synthetic: int = 8, latent_dim: int = 100,
+                 threshold: float = 0.0, seed: int = 0, image_key: str = "image", label_key: str = "label",
+                 foreground_sources: bool = True):
+        super().__init__(generator, n_real, n_synthetic, latent_dim, threshold, seed, image_key, label_key)
+        self.foreground_sources = bool(foreground_sources)
+
+    def sources(self, batchdata: dict, device: torch.device | None = None) -> torch.Tensor:
+        """The ``n_synthetic`` source pairs ``x_j`` of a batch."""
+        img = plain_tensor(batchdata[self.image_key]).to(device)
+        lab = plain_tensor(batchdata[self.label_key]).to(device)
+        if img.shape[0] == 0:
+            raise ValueError("empty batch: no slice to condition the generator on")
+        idx = torch.arange(img.shape[0], device=img.device)
+        if self.foreground_sources:
+            has_fg = (lab > 0).flatten(1).any(1)
+            if bool(has_fg.any()):
+                idx = idx[has_fg]
+        idx = idx[torch.arange(self.n_synthetic, device=img.device) % idx.numel()]
+        return to_pair(img[idx], lab[idx])
+
+    def _synthesise(self, batchdata: dict, device: torch.device) -> torch.Tensor:
+        z = torch.randn(self.n_synthetic, self.latent_dim, generator=self.noise)
+        return self.generator(self.sources(batchdata, device), z.to(device))
 
 
 def ratio_presets() -> dict[str, tuple[int, int]]:
