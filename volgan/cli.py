@@ -71,8 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _safe_streams() -> None:
+    """Paths may hold characters the console cannot encode (unicode paths on an ASCII/latin-1 terminal): print
+    them escaped instead of failing with a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (e.g. a StringIO), or closed
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; a ``VolganError`` prints one line ``volgan: error: <file>: <problem>`` and exits 2."""
+    _safe_streams()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -11,7 +11,7 @@ from monai.transforms import MapTransform, Randomizable
 from torch.utils.data import Dataset
 
 from volgan.data.transforms import _like
-from volgan.data.validate import load_volume, source_path
+from volgan.data.validate import check_image, check_label, check_pair, load_volume, source_path
 from volgan.errors import VolganConfigError, VolganDataError
 
 __all__ = ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
@@ -62,18 +62,25 @@ class MapToSharedLabelsd(MapTransform):
 
 def check_unpaired(a_items: Sequence[Mapping], b_items: Sequence[Mapping], map_a: Mapping, map_b: Mapping,
                    spatial_dims: int = 3) -> None:
-    """Both domains: same number of spatial dims, and some shared-class foreground after mapping (else the label
-    spaces do not match: give the mappings)."""
+    """Both domains, before anything is cached or trained: every image and label map readable and checked
+    (``check_image``/``check_label``/``check_pair``: dims, NaN/Inf, one-channel integer labels, matching geometry),
+    the same number of spatial dims, and some shared-class foreground after mapping (else the label spaces do not
+    match: give the mappings). Label values outside a mapping are allowed (they become background)."""
     for name, items, mapping in (("A", a_items, map_a), ("B", b_items, map_b)):
         found = set()
+        keys = {int(k): int(v) for k, v in dict(mapping).items()}
         for it in items:
             img = load_volume(it["image"])
             nd = img.ndim - (1 if img.ndim == spatial_dims + 1 and img.shape[-1] == 1 else 0)
             if nd != spatial_dims:
                 raise VolganDataError(it["image"], f"domain {name}: expected {spatial_dims} spatial dims, got shape "
                                       f"{tuple(img.shape)} (both domains must have the same number of dims)")
-            values = set(int(v) for v in torch.unique(torch.as_tensor(load_volume(it["label"]))))
-            found |= {int(mapping[v]) for v in values if v in {int(k) for k in mapping}} - {0}
+            check_image(img, str(it["image"]), spatial_dims)
+            lab = load_volume(it["label"])
+            check_label(lab, str(it["label"]), None, spatial_dims, require_foreground=False)
+            check_pair(img, lab, str(it["image"]), str(it["label"]))
+            values = set(int(v) for v in torch.unique(torch.as_tensor(lab)))
+            found |= {keys[v] for v in values if v in keys} - {0}
         if not found:
             raise VolganDataError(items[0]["label"] if items else None,
                                   f"domain {name} has none of the shared classes after mapping {dict(mapping)}: "

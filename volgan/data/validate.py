@@ -53,9 +53,23 @@ def load_volume(path: str | os.PathLike, reader: str | None = None) -> MetaTenso
     try:
         img = LoadImage(reader=reader, image_only=True, ensure_channel_first=False)(str(p))
     except Exception as e:  # noqa: BLE001 - every reader failure means the same thing to the user
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise VolganDataError(p, f"unreadable or corrupt image ({type(e).__name__}: {msg[:200]})") from e
+        raise VolganDataError(p, f"unreadable or corrupt image ({type(e).__name__}: {_reader_message(e, p)})") from e
     return img
+
+
+def _reader_message(e: BaseException, path: Path, limit: int = 200) -> str:
+    """One line from a reader's (often multi-line) message: ITK puts the cause on the last line, nibabel on the
+    first with continuation lines (" - could the file be damaged?"), so the last line is kept together with the
+    lines it continues. The file's full path is shortened to its name (the error already starts with it)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    end = len(lines) - 1
+    start = end
+    while start > 0 and lines[start].startswith(("-", "(")):
+        start -= 1
+    msg = " ".join(lines[start:end + 1]).replace(str(path), path.name)
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, channel_first: bool,
@@ -99,9 +113,12 @@ def check_label(
     lab: torch.Tensor | np.ndarray, path: str | None = None, label_values: Iterable[int] | None = None,
     spatial_dims: int = 3, channel_first: bool = False, require_foreground: bool = True,
 ) -> None:
-    """A label map: right dimensions, integer values, values in ``label_values``, some foreground."""
+    """A label map: right dimensions, one channel, integer values, values in ``label_values``, some foreground."""
     path = path or source_path(lab)
     check_image(lab, path, spatial_dims, channel_first)
+    if channel_first and lab.shape[0] != 1:
+        raise VolganDataError(path, f"a label map has one channel, got {lab.shape[0]} (channel-first shape "
+                              f"{tuple(lab.shape)}; a 4D file where a 3D label map is expected?)")
     t = torch.as_tensor(lab)
     if t.is_floating_point() and not bool((t == torch.round(t)).all()):
         raise VolganDataError(path, "label map has non-integer values (is this an image, not a label map?)")
