@@ -72,7 +72,8 @@ def p5_settings(a: argparse.Namespace) -> dict[str, dict]:
 
 def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], image_size=[a.size, a.size], gan_iterations=a.gan_iterations,
-                  max_epochs=a.unet_epochs, log_interval=100, amp=False)
+                  gen_channels=[32, 64, 128, 128], critic_features=32, critic_growth=32, max_epochs=a.unet_epochs,
+                  val_interval=20, patience_iterations=200, log_interval=100, amp=False)
     return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["adversarial_unet_aug_2d"].items()}
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     bundle, make = METHODS[a.method]
     out = Path(a.out)
     sets = prepare(Path(a.data), out / "data", a.n_train)
-    common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method == "p5" else {})}
+    common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method in ("p5", "p4") else {})}
     res = compare_bundle_settings(bundle, sets["train"], sets["test"], out / a.method, make(a), a.seeds, common,
                                   title=f"{bundle} on liver CT slices")
     print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}; "

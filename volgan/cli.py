@@ -38,6 +38,19 @@ def _check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from volgan.comparison import evaluate_bundle
+
+    kw = {"settings": args.settings} if args.settings else {}
+    if args.iterations:
+        kw["iterations"] = args.iterations
+    res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=args.ckpt_path, test=args.test,
+                          test_fraction=args.test_fraction, seeds=args.seeds, copies=args.copies,
+                          device=args.device, quick=args.quick, **kw)
+    print(res["table"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="volgan", description="GAN-based synthesis of medical images (MONAI bundles)")
     p.add_argument("--verbose", "-v", action="store_true", help="show full tracebacks and INFO logs")
@@ -62,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_synthesize)
+
+    e = sub.add_parser("evaluate", help="segmentation with vs without synthetic data: the settings the papers compare")
+    e.add_argument("--bundle", required=True, help="mmgan_label2mri_3d, gan_pretrain_seg_2d, wgan_pairs_seg_2d or "
+                   "adversarial_unet_aug_2d")
+    e.add_argument("--dataset", required=True, help="real (image, label) pairs: folder or datalist JSON")
+    e.add_argument("--output-dir", required=True)
+    e.add_argument("--ckpt-path", help="trained generator (mmgan_label2mri_3d)")
+    e.add_argument("--test", help="held-out pairs (default: a split of --dataset by case)")
+    e.add_argument("--test-fraction", type=float, default=0.25)
+    e.add_argument("--seeds", type=int, nargs="+", default=[0])
+    e.add_argument("--copies", type=int, default=5, help="synthetic copies per training label map (mmgan)")
+    e.add_argument("--settings", nargs="+", help="a subset of the bundle's settings")
+    e.add_argument("--iterations", type=int, help="segmentor iterations per setting (mmgan)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    e.set_defaults(func=_evaluate)
 
     c = sub.add_parser("check-data", help="validate a datalist or folder of (image, label) pairs")
     c.add_argument("dataset")

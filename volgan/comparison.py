@@ -215,7 +215,7 @@ GAN_SHARING: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: evaluate.yaml needs these train overrides too (network shape, slice size, structure)
 _EVAL_KEYS = ("foreground", "image_size", "slice_axis", "seg_kind", "seg_channels", "unet_channels", "num_classes",
-              "device")
+              "device", "gen_channels", "latent_dim", "noise_channels", "convs_per_block", "gen_norm")
 
 
 def compare_bundle_settings(
@@ -389,7 +389,9 @@ QUICK_2D: dict[str, dict[str, Any]] = {
                                 finetune_epochs=1, synthetic_copies=1, amp=False),
     "wgan_pairs_seg_2d": dict(image_size=[32, 32], gen_channels=32, critic_channels=8, unet_channels=[8, 8, 8],
                               gan_iterations=4, max_epochs=2, val_interval=2, patience_iterations=100, amp=False),
-    "adversarial_unet_aug_2d": dict(image_size=[32, 32], gan_iterations=2, max_epochs=2, amp=False),
+    "adversarial_unet_aug_2d": dict(image_size=[32, 32], gen_channels=[4, 8, 8], critic_features=4, critic_growth=4,
+                                    critic_blocks=[1, 1, 1, 1], unet_channels=[8, 8, 8], gan_batch_size=4,
+                                    gan_iterations=2, max_epochs=2, val_interval=2, amp=False),
 }
 
 __all__ += ["evaluate_bundle", "QUICK_2D", "GAN_SHARING"]

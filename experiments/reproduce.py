@@ -1,0 +1,83 @@
+"""Regenerate every table and figure of ``docs/results.md`` (issue #10) from a clean clone with ``../shared/data``
+beside it:
+
+    python experiments/reproduce.py --data ../shared/data --out runs [--only p1 p3]
+
+Runs each experiment with the settings the report states (each is resumable: finished settings are not re-run),
+then rewrites the blocks between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in docs/results.md with
+the freshly written tables and copies the figures to docs/figures/. The prose around the tables is written by
+people and says what the numbers mean; re-read it when the numbers change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+#: name -> (command, table file written by the run, figure files to copy)
+EXPERIMENTS = {
+    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1"],
+           ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
+           ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
+    "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen"],
+           ["{out}/cycleshape_abdomen/table.md"], []),
+    "p3": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
+            "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1"],
+           ["{out}/liver/p3/results.md"], ["{out}/liver/p3/dice.png"]),
+    "p5": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
+            "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1"],
+           ["{out}/liver/p5/results.md"], ["{out}/liver/p5/dice.png"]),
+    "p4": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver", "--size",
+            "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1"],
+           ["{out}/liver/p4/results.md"], ["{out}/liver/p4/dice.png"]),
+}
+
+
+def table_of(md: str) -> str:
+    """The Markdown table(s) of a results file (the lines starting with '|')."""
+    return "\n".join(line for line in md.splitlines() if line.startswith("|"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS))
+    p.add_argument("--report-only", action="store_true", help="only rewrite docs/results.md from existing runs")
+    a = p.parse_args()
+    fmt = {"data": str(Path(a.data).resolve()), "out": str(Path(a.out).resolve())}
+    report = ROOT / "docs" / "results.md"
+    text = report.read_text(encoding="utf-8")
+    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+    for name in a.only or EXPERIMENTS:
+        cmd, tables, figures = EXPERIMENTS[name]
+        if not a.report_only:
+            t0 = time.time()
+            subprocess.run([PY, *[c.format(**fmt) for c in cmd]], cwd=ROOT, check=True)
+            print(f"{name}: {time.time() - t0:.0f} s")
+        for k, path in enumerate(tables):
+            f = Path(path.format(**fmt))
+            if not f.is_file():
+                print(f"{name}: {f} missing, table left as it is")
+                continue
+            tag = name if k == 0 else f"{name}_{k}"
+            pattern = re.compile(rf"(<!-- table:{tag} -->\n).*?(\n<!-- /table:{tag} -->)", re.S)
+            text = pattern.sub(lambda m: m.group(1) + table_of(f.read_text(encoding="utf-8")) + m.group(2), text)
+        for fig in figures:
+            f = Path(fig.format(**fmt))
+            if f.is_file():
+                shutil.copyfile(f, ROOT / "docs" / "figures" / f"{name}_{f.name}")
+    report.write_text(text, encoding="utf-8")
+    print(f"wrote {report}")
+
+
+if __name__ == "__main__":
+    main()
