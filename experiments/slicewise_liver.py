@@ -72,7 +72,8 @@ def p5_settings(a: argparse.Namespace) -> dict[str, dict]:
 
 def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], image_size=[a.size, a.size], gan_iterations=a.gan_iterations,
-                  gen_channels=[32, 64, 128, 128], critic_features=32, critic_growth=32, max_epochs=a.unet_epochs,
+                  gen_channels=[16, 32, 64, 64], critic_features=16, critic_growth=16, critic_stem_stride=2,
+                  gan_batch_size=8, max_epochs=a.unet_epochs,
                   val_interval=20, patience_iterations=200, log_interval=100, amp=False)
     return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["adversarial_unet_aug_2d"].items()}
 

@@ -261,10 +261,18 @@ def compare_bundle_settings(
                                 output_dir=str(run / "eval"), **{k: kw[k] for k in _EVAL_KEYS if k in kw})
                 res = json.loads((run / "eval" / "results.json").read_text(encoding="utf-8"))["results"]
                 held = res["held-out volumes"]
-                return {"setting": name, "seed": seed, "n_train": "", "n_test": held["n_test"], "rows": held["rows"]}
+                rows = held["rows"]
+                gen_file = run / "eval" / "generation.json"  # P4: FID / MMD of generated vs real slices
+                gen = json.loads(gen_file.read_text(encoding="utf-8")) if gen_file.is_file() else {}
+                if "mmd" in gen:
+                    rows = [dict(r, **{"MMD (features)": gen["mmd"], "FID (features)": gen["fid"]}) for r in rows]
+                return {"setting": name, "seed": seed, "n_train": "", "n_test": held["n_test"], "rows": rows}
 
             runs.setdefault(name, []).append(_cached(out / "runs" / f"{_slug(name)}_seed{seed}.json", compute))
-    return write_outputs(out, title or f"{bundle}: segmentation by setting", runs, ["Dice", "HD95 (voxels)"],
+    metrics = ["Dice", "HD95 (voxels)"]
+    if any("MMD (features)" in row for rs in runs.values() for r in rs for row in r["rows"]):
+        metrics += ["MMD (features)", "FID (features)"]
+    return write_outputs(out, title or f"{bundle}: segmentation by setting", runs, metrics,
                          note=f"seeds {list(seeds)}; common overrides {common}")
 
 
