@@ -67,3 +67,14 @@ def test_health_monitor_warns_on_domination_and_collapse():
     assert any("discriminator domination" in w for w in engine.state.gan_warnings)
     assert any("mode collapse" in w for w in engine.state.gan_warnings)
     assert len(engine.state.gan_warnings) == 2  # once per episode
+
+
+def test_checkpoints_of_an_earlier_run_are_pruned_too(tmp_path):
+    """The last K are kept across restarts: a resumed run also removes the older checkpoints a killed run left."""
+    from volgan.handlers import CheckpointHandler
+
+    for k in (1, 2, 3, 10, 11):
+        (tmp_path / f"checkpoint_{k}.pt").write_bytes(b"x")
+    (tmp_path / "best_metric=0.5.pt").write_bytes(b"x")
+    CheckpointHandler(tmp_path, {}, n_saved=2).prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_metric=0.5.pt", "checkpoint_10.pt", "checkpoint_11.pt"]

@@ -88,11 +88,21 @@ class CheckpointHandler:
                           global_step_transform=lambda e, _: e.state.epoch)
         last._fname_prefix = "checkpoint"  # noqa: SLF001 - name files checkpoint_<epoch>.pt whatever the dict holds
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), last)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.prune)
         if self.key_metric_name:
             best = Checkpoint(self.save_dict, saver, filename_prefix="best", n_saved=self.key_metric_n_saved,
                               score_name=self.key_metric_name,
                               score_function=lambda e: float(e.state.metrics.get(self.key_metric_name, float("-inf"))))
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), best)
+
+
+    def prune(self, engine: Engine | None = None) -> None:
+        """Keep the newest ``n_saved`` ``checkpoint_<epoch>.pt`` of the folder, also those an earlier (killed or
+        finished) run left: called only after a new checkpoint was written in full."""
+        found = sorted((int(m.group(1)), f) for f in self.save_dir.glob("checkpoint_*.pt")
+                       if (m := re.fullmatch(r"checkpoint_(\d+)\.pt", f.name)))
+        for _, f in found[: max(len(found) - self.n_saved, 0)]:
+            f.unlink(missing_ok=True)
 
 
 class ResumeFromLatest:
