@@ -1,6 +1,7 @@
 """The MM-GAN bundle end to end on tiny data: train 2 epochs, resume, infer, refuse bad input, write nothing partial."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,10 @@ def test_evaluate_synthesis_quality_with_and_without_pool(trained, tmp_path, tin
     for r in res.values():
         assert r["n_test"] == 1 and {"WT", "TC", "ET(4)"} <= set(r["rows"][0])
     assert (ev / "results.csv").read_text(encoding="utf-8").count("\n") == 4 and (ev / "segmentor.pt").is_file()
+    syn = res["synthetic, with image pool"]["rows"][0]  # paired reference: the real image of the same label map
+    assert -1.0 <= syn["SSIM"] <= 1.0 and math.isfinite(syn["PSNR (dB)"])
+    assert math.isnan(res["real held-out images (reference)"]["rows"][0]["SSIM"])
+    from volgan.evaluation import paired_similarity
+
+    same = paired_similarity(items[0]["image"], items[0]["image"], items[0]["label"])
+    assert same["SSIM"] == pytest.approx(1.0, abs=1e-4)

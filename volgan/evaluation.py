@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["summarise", "format_table", "synthesis_quality", "mmgan_synthesis_quality", "cycle_shape_scores",
+__all__ = ["summarise", "format_table", "synthesis_quality", "mmgan_synthesis_quality", "cycle_shape_scores", "paired_similarity",
            "slicewise_dice"]
 
 
@@ -62,6 +63,29 @@ def _write_report(out_dir, title: str, note: str, results: Mapping[str, Mapping[
     return table
 
 
+NO_SIM = {"SSIM": float("nan"), "PSNR (dB)": float("nan")}
+
+
+def paired_similarity(synthetic: Any, real: Any, label: Any) -> dict[str, float]:
+    """SSIM and PSNR (MONAI ``SSIMMetric``/``PSNRMetric``) of a synthetic image against the real image of the same
+    label map — the paired reference MM-GAN has for images made from real label maps. Both are z-scored inside
+    the label map's foreground (background 0), so intensity scales do not matter; data range = the real
+    image's range after that."""
+    import torch
+    from monai.metrics import PSNRMetric, SSIMMetric
+
+    from volgan.data.transforms import ForegroundNormalized
+    from volgan.data.validate import load_volume
+
+    lab = np.asarray(load_volume(label))[None]
+    norm = ForegroundNormalized(["s", "r"], label_key="label", scale=False)
+    d = norm({"s": np.asarray(load_volume(synthetic), np.float32)[None],
+              "r": np.asarray(load_volume(real), np.float32)[None], "label": lab})
+    s, r = (torch.as_tensor(np.asarray(d[k]))[None].float() for k in ("s", "r"))
+    rng = float(r.max() - r.min()) or 1.0
+    return {"SSIM": float(SSIMMetric(3, data_range=rng)(s, r).mean()), "PSNR (dB)": float(PSNRMetric(rng)(s, r).mean())}
+
+
 def mmgan_synthesis_quality(
     dataset_dir: Any,
     ckpt_path: str,
@@ -101,7 +125,7 @@ def mmgan_synthesis_quality(
     items = resolve_dataset(dataset_dir, out, label_values=label_values)
     use_group = group_key if group_key and all(group_key in it for it in items) else None
     train, test = split_datalist(items, val_fraction, seed, use_group)
-    regions = list(BRATS_REGIONS)
+    regions = list(BRATS_REGIONS) + list(NO_SIM)
     dev = resolve_device(device)
     if seg_ckpt_path:
         seg = make_segmentor(3, len(label_values), seg_channels).to(dev)
@@ -111,7 +135,7 @@ def mmgan_synthesis_quality(
                               device=dev, desc="U-Net on real images")
         atomic_torch_save({"model": seg.state_dict()}, out / "segmentor.pt")
     results: dict[str, Any] = {}
-    rows = evaluate_segmentor(seg, test, label_values, BRATS_REGIONS, roi_size, dev)
+    rows = [dict(r, **NO_SIM) for r in evaluate_segmentor(seg, test, label_values, BRATS_REGIONS, roi_size, dev)]
     results["real held-out images (reference)"] = {"n_train": len(train), "n_test": len(test), "rows": rows,
                                                    "summary": summarise(rows, regions)}
     gens = {"synthetic, with image pool": ckpt_path}
@@ -122,10 +146,15 @@ def mmgan_synthesis_quality(
         sdir = out / f"synthetic_{i}"
         synthesize(labels_only, ck, sdir, roi_size=list(roi_size), gen_channels=list(gen_channels), seed=seed,
                    device=str(dev), overwrite=True, label_values=list(label_values))
-        rows = synthesis_quality(seg, load_datalist(sdir / "datalist.json"), label_values, BRATS_REGIONS, roi_size, dev)
+        synth = load_datalist(sdir / "datalist.json")
+        rows = synthesis_quality(seg, synth, label_values, BRATS_REGIONS, roi_size, dev)
+        sim = {os.path.abspath(str(it["source"])): paired_similarity(it["image"], ref["image"], ref["label"])
+               for it in synth for ref in test if os.path.abspath(str(ref["label"])) == os.path.abspath(str(it["source"]))}
+        rows = [dict(r, **sim.get(os.path.abspath(str(it["source"])), NO_SIM)) for r, it in zip(rows, synth)]
         results[name] = {"n_train": len(train), "n_test": len(rows), "rows": rows, "summary": summarise(rows, regions)}
     note = (f"Segmentor: MONAI 3D U-Net {list(seg_channels)}, {seg_iterations} iterations on {len(train)} real cases "
-            f"(seed {seed}); test: {len(test)} held-out cases; device {dev}. Dice = 2|x.y|/(|x|^2+|y|^2).")
+            f"(seed {seed}); test: {len(test)} held-out cases; device {dev}. Dice = 2|x.y|/(|x|^2+|y|^2). SSIM / PSNR: "
+            "synthetic vs the real image of the same label map, both z-scored inside the label map's foreground.")
     table = _write_report(out, "MM-GAN synthesis quality (Dice of a real-trained U-Net on synthetic images)", note,
                           results, regions)
     print(table)
