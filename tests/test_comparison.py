@@ -55,6 +55,7 @@ def test_learning_curve_restricts_synthetic_to_the_chosen_cases(tiny_dataset, tm
 
     monkeypatch.setattr(comparison, "compare_segmentation", spy)
     res = learning_curve(items[:2], items[2:], synthetic, tmp_path / "lc", sizes=[1, 2], **FAST)
+    assert {p["metric"] for p in res["points"]} == {"WT"}
     assert [p["n_real"] for p in res["points"]] == [1, 2]
     assert seen == [(1, [items[0]["label"]]), (2, sorted([items[0]["label"], items[1]["label"]]))]
     for f in ("learning_curve.md", "learning_curve.csv", "learning_curve.png"):

@@ -283,13 +283,15 @@ def learning_curve(
     output_dir: str | Path,
     sizes: Sequence[int] | None = None,
     percent: float = 100.0,
+    metric: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Dice vs number of real training cases (``sizes``, default 1, 2, 4, ... up to all), real only vs real +
     ``percent`` % synthetic. Synthetic pairs carrying a ``source`` (volgan's synthesis datalists do) are restricted
     to those made from the chosen real label maps, so a point never uses synthetic data derived from cases it
-    does not have. Writes ``learning_curve.csv/.md/.png`` into ``output_dir``; ``kwargs`` go to
-    ``compare_segmentation`` (seeds, iterations, segmentor, ...)."""
+    does not have. ``metric``: the column plotted (default ``WT`` when present, else the first). Writes
+    ``learning_curve.csv/.md/.png`` into ``output_dir``; ``kwargs`` go to ``compare_segmentation`` (seeds,
+    iterations, segmentor, ...)."""
     import os
 
     n = len(real_train)
@@ -302,9 +304,10 @@ def learning_curve(
         labels = {os.path.abspath(str(it["label"])) for it in chosen}
         syn = [s for s in synthetic if "source" not in s or os.path.abspath(str(s["source"])) in labels]
         res = compare_segmentation(chosen, test, syn, out / f"n{k}", settings=("real", setting), **kwargs)
-        metric = next(iter(next(iter(res["results"].values()))["summary"]))
-        points.append({"n_real": k, "metric": metric, **{
-            s: res["results"][s]["summary"][metric] for s in ("real", setting)}})
+        summary = next(iter(res["results"].values()))["summary"]
+        col = metric or ("WT" if "WT" in summary else next(iter(summary)))
+        points.append({"n_real": k, "metric": col, **{
+            s: res["results"][s]["summary"][col] for s in ("real", setting)}})
     lines = [f"| real cases | real only ({points[0]['metric']}) | {setting} |", "|---:|---:|---:|"]
     lines += [f"| {p['n_real']} | {p['real'][0]:.3f} ± {p['real'][1]:.3f} | {p[setting][0]:.3f} ± {p[setting][1]:.3f} |"
               for p in points]
