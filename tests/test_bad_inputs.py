@@ -501,8 +501,11 @@ def test_bad_checkpoint(corpus, capsys, tmp_path):
     bad = tmp_path / "model.pt"  # an interrupted copy: half of a real checkpoint
     data = corpus["ckpt"].read_bytes()
     bad.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.pt"  # not a zip at all (pickle protocol bytes + junk)
+    garbage.write_bytes(b"\x80\x04junk" * 10)
     for ckpt, problem in ((tmp_path / "none.pt", r"^checkpoint file does not exist$"),
-                          (bad, r"^cannot read checkpoint \(RuntimeError: PytorchStreamReader failed")):
+                          (bad, r"^not a PyTorch checkpoint \(not a torch.save zip archive"),
+                          (garbage, r"^not a PyTorch checkpoint \(not a torch.save zip archive")):
         argv = _synth_argv(ds, corpus, tmp_path / "out")
         argv[argv.index("--ckpt-path") + 1] = ckpt
         rc, lines, _ = _cli(argv, capsys)

@@ -129,6 +129,11 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
     if not os.path.isfile(path):
         raise VolganDataError(path, "checkpoint file does not exist")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives since PyTorch 1.6
+        raise VolganDataError(path, "not a PyTorch checkpoint (not a torch.save zip archive: corrupt, truncated "
+                              "or another format)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
