@@ -2,7 +2,14 @@
 
 from volgan.data.datalist import find_pairs, is_volume_file, list_inputs, load_datalist, write_datalist
 from volgan.data.samples import SAMPLE_DIR, SUBJECTS, add_synthetic_lesion, make_sample_cases
-from volgan.data.transforms import BrainAsLabeld, ForegroundNormalized, ToPseudoIntensityd, TumourPerturbd, perturb_lesion
+from volgan.data.transforms import (
+    BrainAsLabeld,
+    ForegroundNormalized,
+    LoadOptionalImaged,
+    ToPseudoIntensityd,
+    TumourPerturbd,
+    perturb_lesion,
+)
 from volgan.data.validate import (
     ValidateLabelMapd,
     ValidateVolumed,
@@ -16,7 +23,7 @@ from volgan.data.validate import (
 __all__ = [
     "find_pairs", "is_volume_file", "list_inputs", "load_datalist", "write_datalist",
     "SAMPLE_DIR", "SUBJECTS", "add_synthetic_lesion", "make_sample_cases",
-    "BrainAsLabeld", "ForegroundNormalized", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion",
+    "BrainAsLabeld", "ForegroundNormalized", "LoadOptionalImaged", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion",
     "ValidateLabelMapd", "ValidateVolumed", "check_image", "check_label", "check_pair", "load_volume", "validate_datalist",
 ]
 

@@ -9,15 +9,30 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import LoadImaged, MapTransform, RandomizableTransform
 from scipy import ndimage
 
 from volgan.data.validate import source_path
 from volgan.errors import VolganDataError
 
-__all__ = ["BrainAsLabeld", "ForegroundNormalized", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion"]
+__all__ = ["BrainAsLabeld", "LoadOptionalImaged", "ForegroundNormalized", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion"]
 
 BRATS_LESION_LABELS = (1, 2, 4)
+
+
+class LoadOptionalImaged(MapTransform):
+    """``LoadImaged`` for keys an item may lack (the label of an image at inference, P2): loads what is there.
+
+    A separate class rather than ``LoadImaged(allow_missing_keys=True)`` so that MONAI Label, which swaps every
+    ``LoadImaged`` for its own loader (that requires each key), leaves it alone.
+    """
+
+    def __init__(self, keys: KeysCollection, **load_args: Any):
+        super().__init__(keys, allow_missing_keys=True)
+        self.loader = LoadImaged(keys, allow_missing_keys=True, **load_args)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.loader(data)
 
 
 def _like(new: np.ndarray, ref: Any) -> Any:

@@ -143,13 +143,16 @@ def domain_transforms(intensity: Mapping[str, Any], mapping: Mapping[Any, int] |
     item has one (inference on images with or without labels)."""
     from monai.transforms import Compose, EnsureTyped, LoadImaged, RandCropByLabelClassesd, SpatialPadd
 
+    from volgan.data.transforms import LoadOptionalImaged
     from volgan.data.validate import ValidateVolumed
 
     optional = label == "optional"
     keys = ["image", "label"] if label else ["image"]
-    xf: list = [LoadImaged(keys=keys, image_only=True, ensure_channel_first=True, allow_missing_keys=optional),
-                ValidateVolumed(keys="image", label_key="label" if label else None, spatial_dims=spatial_dims,
-                                require_foreground=False)]
+    load = dict(image_only=True, ensure_channel_first=True)
+    xf: list = [LoadImaged(keys="image", **load), LoadOptionalImaged(keys="label", **load)] if optional \
+        else [LoadImaged(keys=keys, **load)]
+    xf.append(ValidateVolumed(keys="image", label_key="label" if label else None, spatial_dims=spatial_dims,
+                              require_foreground=False))
     if label and mapping is not None:
         xf.append(MapToSharedLabelsd("label", mapping, num_classes, unmapped, allow_missing_keys=optional))
     xf.append(intensity_transform("image", intensity))

@@ -1,0 +1,252 @@
+"""MONAI Label: every bundle satisfies the contract MONAI Label and MONAI's InferProperties read, and a real
+``monailabel start_server`` (in its own venv, built by ``tools/monailabel_venv.sh``) serves all five bundles:
+``/info/``, ``/infer/<bundle>`` for each (NIfTI shape and affine as the input's), ``/train/`` for a segmentor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from conftest import BUNDLES, tiny_case
+from volgan.errors import VolganConfigError
+from volgan.label_app import bundle_kind, discover_bundles, prepare_app, serve_command
+
+ALL = ("mmgan_label2mri_3d", "cycleshape_ct_mri_3d", "gan_pretrain_seg_2d", "wgan_pairs_seg_2d",
+       "adversarial_unet_aug_2d")
+SYNTHESIS = {"mmgan_label2mri_3d", "cycleshape_ct_mri_3d"}
+ROOT = Path(__file__).resolve().parent.parent
+AFFINE = np.array([[0, -2.0, 0, 30], [1.5, 0, 0, -20], [0, 0, 2.5, 5], [0, 0, 0, 1]])
+
+
+def _random_weights(bundle: str, path: Path) -> Path:
+    """``models/model.pt`` as volgan bundles write it ({"model": state_dict}) for the inference network."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(BUNDLES / bundle)
+    torch.manual_seed(0)
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, str(path))
+    return path
+
+
+def _volumes(folder: Path) -> dict[str, Path]:
+    """A label map (MM-GAN input), a CT-like volume (CT -> MRI) and three MR-like images with binary labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    out = {}
+    img, lab = tiny_case(rng, (24, 20, 16))
+    out["labelmap"] = folder / "labelmap.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(lab == 0, 0, lab).astype(np.uint8), AFFINE), str(out["labelmap"]))
+    out["ct"] = folder / "ct.nii.gz"
+    nib.save(nib.Nifti1Image((img * 0.3 - 100).astype(np.float32), AFFINE), str(out["ct"]))
+    return out
+
+
+@pytest.mark.parametrize("bundle", ALL)
+def test_inference_config_satisfies_monai_label_and_infer_properties(bundle, tmp_path):
+    cfg = BUNDLES / bundle / "configs"
+    meta = json.loads((cfg / "metadata.json").read_text(encoding="utf-8"))
+    assert next(iter(meta["network_data_format"]["inputs"])) == "image"
+    assert next(iter(meta["network_data_format"]["outputs"])) == "pred"
+    parser = ConfigParser()
+    parser.read_config(str(cfg / "inference.yaml"))
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer", "device", "bundle_root"):
+        assert key in parser.config, f"{bundle}: inference.yaml has no {key!r}"
+    vols = _volumes(tmp_path / "in")
+    src = str(vols["labelmap" if bundle == "mmgan_label2mri_3d" else "ct"])
+    ck = _random_weights(bundle, tmp_path / "model.pt")
+    wf = ConfigWorkflow(config_file=str(cfg / "inference.yaml"), meta_file=str(cfg / "metadata.json"),
+                        logging_file=None, workflow_type="infer", bundle_root=str(BUNDLES / bundle),
+                        input=src, ckpt_path=str(ck),
+                        output_dir=str(tmp_path / "out"), device="cpu")
+    wf.initialize()
+    assert wf.check_properties() == [], "MONAI InferProperties missing"
+    # the keys MONAI Label feeds and reads: "image" in, "pred" out, through its own pre/post lists
+    data = parser.get_parsed_content("preprocessing", instantiate=True)({"image": src})
+    assert "image" in data
+
+
+def test_bundle_kinds_and_discovery(tmp_path):
+    assert {b for b in ALL if bundle_kind(BUNDLES / b) == "synthesis"} == SYNTHESIS
+    found = discover_bundles(BUNDLES)
+    assert set(found) == set(ALL)
+    assert list(discover_bundles(BUNDLES, "wgan_pairs_seg_2d,mmgan_label2mri_3d")) == [
+        "wgan_pairs_seg_2d", "mmgan_label2mri_3d"]
+    with pytest.raises(VolganConfigError, match="no bundle folder for"):
+        discover_bundles(BUNDLES, "nope")
+    with pytest.raises(VolganConfigError, match="no bundles"):
+        discover_bundles(tmp_path)
+
+
+def test_prepare_app_copies_bundles_and_weights_and_refuses_to_overwrite(tmp_path):
+    w = _random_weights("wgan_pairs_seg_2d", tmp_path / "w.pt")
+    app = prepare_app(tmp_path / "app", {"wgan_pairs_seg_2d": BUNDLES / "wgan_pairs_seg_2d"},
+                      weights={"wgan_pairs_seg_2d": w})
+    assert (app / "main.py").is_file()
+    assert (app / "model" / "wgan_pairs_seg_2d" / "configs" / "inference.yaml").is_file()
+    assert (app / "model" / "wgan_pairs_seg_2d" / "models" / "model.pt").read_bytes() == w.read_bytes()
+    with pytest.raises(VolganConfigError, match="not empty"):
+        prepare_app(tmp_path / "app", {})
+    with pytest.raises(VolganConfigError, match="not found"):
+        prepare_app(tmp_path / "app2", {"wgan_pairs_seg_2d": BUNDLES / "wgan_pairs_seg_2d"},
+                    weights={"wgan_pairs_seg_2d": tmp_path / "missing.pt"})
+
+
+def test_server_command_is_offline_and_local_by_default(tmp_path):
+    cmd = serve_command(tmp_path / "app", tmp_path / "studies", port=8123)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    joined = " ".join(cmd)
+    assert "--conf zoo_source local" in joined and "--conf sam2 false" in joined
+
+
+# ---------------------------------------------------------------- the real server (MONAI Label's own venv)
+
+def _monailabel_python() -> str:
+    py = os.environ.get("VOLGAN_MONAILABEL_PYTHON") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "volgan" / "monailabel-0.8.5" / "bin" / "python")
+    ok = Path(py).is_file() and subprocess.run([py, "-c", "import monailabel, volgan.label_tasks"],
+                                               capture_output=True, timeout=300).returncode == 0
+    if not ok:
+        msg = f"no MONAI Label environment at {py}: build it with tools/monailabel_venv.sh (CI does)"
+        if os.environ.get("VOLGAN_REQUIRE_MONAILABEL") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return py
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 600):
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def _multipart(fields: dict[str, str], files: dict[str, Path]) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for k, v in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+    for k, p in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{p.name}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + p.read_bytes() + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _studies(folder: Path) -> list[Path]:
+    """Three labelled MR-like studies (binary labels in labels/final, as MONAI Label's datastore keeps them)."""
+    (folder / "labels" / "final").mkdir(parents=True)
+    rng = np.random.RandomState(1)
+    images = []
+    for i in range(3):
+        img, lab = tiny_case(rng, (24, 20, 16))
+        p = folder / f"study{i}.nii.gz"
+        nib.save(nib.Nifti1Image(img.astype(np.float32), AFFINE), str(p))
+        nib.save(nib.Nifti1Image((lab == 4).astype(np.uint8), AFFINE), str(folder / "labels" / "final" / p.name))
+        images.append(p)
+    return images
+
+
+def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
+    py = _monailabel_python()
+    weights = {b: _random_weights(b, tmp_path / f"{b}.pt") for b in ALL}
+    app = prepare_app(tmp_path / "app", {b: BUNDLES / b for b in ALL}, weights=weights)
+    studies = _studies(tmp_path / "studies")
+    vols = _volumes(tmp_path / "inputs")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"), XDG_CONFIG_HOME=str(home / "config"),
+               MPLCONFIGDIR=str(home / "mpl"), MONAI_LABEL_SESSION_PATH=str(home / "sessions"),
+               MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w", encoding="utf-8")
+    proc = subprocess.Popen(serve_command(app, tmp_path / "studies", port=port, python=py), stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        log.flush()
+        return (tmp_path / "server.log").read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    try:
+        deadline = time.time() + 240
+        info = None
+        while time.time() < deadline:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{tail()}"
+            try:
+                info = json.loads(_request(f"{base}/info/", timeout=10))
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+        assert info is not None, f"server not ready in 240 s:\n{tail()}"
+        assert set(info["models"]) == set(ALL), tail()
+        for b in ALL:
+            assert info["models"][b]["type"] == ("others" if b in SYNTHESIS else "segmentation"), b
+            assert info["models"][b]["dimension"] == 3, b
+        assert set(info["trainers"]) == set(ALL) - SYNTHESIS
+
+        for b in ALL:
+            src = vols["labelmap"] if b == "mmgan_label2mri_3d" else vols["ct"] if b == "cycleshape_ct_mri_3d" \
+                else studies[0]
+            body, headers = _multipart({"params": json.dumps({"device": "cpu"})}, {"file": src})
+            try:
+                raw = _request(f"{base}/infer/{b}?output=image", body, headers)
+            except urllib.error.HTTPError as e:
+                raise AssertionError(f"/infer/{b}: HTTP {e.code} {e.read()[:500]!r}\n{tail()}") from None
+            out = tmp_path / f"{b}_out.nii.gz"
+            out.write_bytes(raw)
+            got, ref = nib.load(str(out)), nib.load(str(src))
+            assert got.shape[:3] == ref.shape, (b, got.shape, ref.shape)
+            np.testing.assert_allclose(got.affine, ref.affine, atol=1e-4, err_msg=b)
+            arr = np.asarray(got.dataobj)
+            assert np.isfinite(arr).all(), b
+            if b in SYNTHESIS:
+                assert np.issubdtype(got.get_data_dtype(), np.floating), (b, got.get_data_dtype())
+                assert len(np.unique(arr)) > 10, f"{b}: an image was expected, got few values"
+            else:
+                assert set(np.unique(arr)) <= {0, 1}, (b, np.unique(arr))
+
+        model_pt = app / "model" / "wgan_pairs_seg_2d" / "models" / "model.pt"
+        before = model_pt.read_bytes()
+        params = {"max_epochs": 1, "gan_iterations": 2, "image_size": [32, 32], "val_interval": 1,
+                  "ratio": "8-8", "device": "cpu", "multi_gpu": False, "val_split": 0.34}
+        try:
+            _request(f"{base}/train/wgan_pairs_seg_2d?run_sync=true", json.dumps(params).encode(),
+                     {"Content-Type": "application/json"}, timeout=900)
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"/train/: HTTP {e.code} {e.read()[:500]!r}\n{tail()}") from None
+        assert model_pt.read_bytes() != before, f"training did not write models/model.pt\n{tail()}"
+        assert (app / "model" / "wgan_pairs_seg_2d" / "models" / "model_g.pt").is_file(), "the WGAN-GP did not train"
+        body, headers = _multipart({"params": "{}"}, {"file": studies[1]})
+        (tmp_path / "after.nii.gz").write_bytes(_request(f"{base}/infer/wgan_pairs_seg_2d?output=image", body, headers))
+        assert nib.load(str(tmp_path / "after.nii.gz")).shape[:3] == nib.load(str(studies[1])).shape
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=20)
+        log.close()
+    assert proc.poll() is not None

@@ -1,0 +1,157 @@
+"""MONAI Label integration: volgan bundles served by a MONAI Label app (``monailabel_app/``).
+
+MONAI Label's stock ``BundleInferTask`` treats every bundle as a segmentation model. Here:
+
+* **synthesis bundles** (the output in ``metadata.json`` is an image, not a ``segmentation``: MM-GAN label map ->
+  MRI, CT <-> MRI translation) are registered as ``InferType.OTHERS`` image-producing models: float32 output,
+  no label list, and no nearest-neighbour "restore" step (their preprocessing does not resample, so the
+  output already has the input's grid; sliding-window inference pads and crops internally);
+* **segmentation bundles** (the 2D slice-wise segmentors trained on real + synthetic data) use the stock
+  ``BundleInferTask`` unchanged;
+* training goes through ``VolganBundleTrainTask``, which maps MONAI Label's overrides onto the bundle interface
+  of every volgan bundle (``dataset_dir``, ``val_dataset_dir``, ``max_epochs``, ``output_dir``, ``device``)
+  and runs the bundle's ``initialize`` section (the stock task skips it, and volgan bundles attach their
+  handlers there).
+
+This module imports ``monailabel`` and is only used inside a MONAI Label environment (see README,
+"Use it with MONAI Label"). The server binds to 127.0.0.1 unless told otherwise (``volgan.label_app.serve``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from volgan.errors import VolganConfigError
+
+__all__ = [
+    "bundle_kind",
+    "parse_bundle_specs",
+    "serve",
+    "discover_bundles",
+    "prepare_app",
+    "serve_command",
+    "APP_TEMPLATE",
+    "TRAIN_PARAMS",
+]
+
+APP_TEMPLATE = Path(__file__).resolve().parent.parent / "monailabel_app"
+# bundle ids a /train/ request may set (besides MONAI Label's own max_epochs, device, val_split, pretrained)
+TRAIN_PARAMS = ("gan_iterations", "ratio", "augment", "image_size", "val_interval", "patience_iterations",
+                "slice_axis", "empty_fraction", "seed", "amp", "log_interval", "n_critic", "mode", "stage1_epochs",
+                "stage2_epochs", "batch_size")
+
+
+def _metadata(bundle_dir: Path) -> dict:
+    path = bundle_dir / "configs" / "metadata.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VolganConfigError(f"{path}: missing (a MONAI bundle needs configs/metadata.json)") from None
+    except json.JSONDecodeError as e:
+        raise VolganConfigError(f"{path}: not valid JSON ({e})") from None
+
+
+def bundle_kind(bundle_dir: str | os.PathLike) -> str:
+    """``"segmentation"`` or ``"synthesis"``, from the format of the first output in ``metadata.json``."""
+    meta = _metadata(Path(bundle_dir))
+    try:
+        out = next(iter(meta["network_data_format"]["outputs"].values()))
+    except (KeyError, StopIteration):
+        raise VolganConfigError(f"{bundle_dir}: metadata.json has no network_data_format.outputs") from None
+    return "segmentation" if str(out.get("format", "")).lower() == "segmentation" else "synthesis"
+
+
+def discover_bundles(model_dir: str | os.PathLike, names: str | Sequence[str] | None = None) -> dict[str, str]:
+    """Bundle folders under ``model_dir`` (each with ``configs/inference.*`` and ``configs/metadata.json``).
+
+    ``names``: ``None``/``"all"`` for every bundle found, or a comma-separated string / list of folder names.
+    """
+    root = Path(model_dir)
+    found = {p.name: str(p) for p in sorted(root.iterdir()) if p.is_dir()
+             and (p / "configs" / "metadata.json").is_file()
+             and any((p / "configs" / f"inference.{e}").is_file() for e in ("yaml", "json"))} if root.is_dir() else {}
+    if names is None or names == "all":
+        if not found:
+            raise VolganConfigError(f"{root}: no bundles (folders with configs/inference.yaml and metadata.json)")
+        return found
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise VolganConfigError(f"{root}: no bundle folder for {missing}; found {sorted(found)}")
+    return {n: found[n] for n in wanted}
+
+
+def parse_bundle_specs(specs: Sequence[str]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``["mmgan_label2mri_3d=OUT/model.pt", "wgan_pairs_seg_2d"]`` -> (bundle folders, weights) using
+    ``volgan.bundle.bundle_path`` (``$VOLGAN_BUNDLES`` or the checkout's ``bundles/``)."""
+    from volgan.bundle import bundle_path
+
+    folders, weights = {}, {}
+    for spec in specs:
+        name, _, w = spec.partition("=")
+        folders[name] = bundle_path(name)
+        if w:
+            weights[name] = Path(w)
+    return folders, weights
+
+
+def prepare_app(app_dir: str | os.PathLike, bundles: Mapping[str, str | os.PathLike],
+                weights: Mapping[str, str | os.PathLike] | None = None, overwrite: bool = False) -> Path:
+    """Write a MONAI Label app folder: ``main.py`` from ``monailabel_app/`` and ``model/<name>/`` per bundle.
+
+    Args:
+        bundles: name -> bundle folder (``configs/`` is copied; ``docs/`` too when present).
+        weights: name -> trained weights (``{"model": state_dict}`` as volgan bundles write them), copied to
+            ``model/<name>/models/model.pt``. A bundle without weights keeps whatever its ``models/`` holds.
+    """
+    app = Path(app_dir)
+    if app.exists() and any(app.iterdir()):
+        if not overwrite:
+            raise VolganConfigError(f"{app}: exists and is not empty (pass overwrite=True to replace it)")
+        shutil.rmtree(app)
+    (app / "model").mkdir(parents=True, exist_ok=True)
+    for f in ("main.py", "README.md"):
+        shutil.copy2(APP_TEMPLATE / f, app / f)
+    for name, src in bundles.items():
+        src = Path(src)
+        if not (src / "configs").is_dir():
+            raise VolganConfigError(f"{src}: not a bundle folder (no configs/)")
+        dst = app / "model" / name
+        shutil.copytree(src / "configs", dst / "configs")
+        if (src / "docs").is_dir():
+            shutil.copytree(src / "docs", dst / "docs")
+        (dst / "models").mkdir(parents=True, exist_ok=True)
+        if (src / "models" / "model.pt").is_file():
+            shutil.copy2(src / "models" / "model.pt", dst / "models" / "model.pt")
+        w = (weights or {}).get(name)
+        if w is not None:
+            if not Path(w).is_file():
+                raise VolganConfigError(f"{w}: weights for bundle {name!r} not found")
+            shutil.copy2(w, dst / "models" / "model.pt")
+    return app
+
+
+def serve_command(app_dir: str | os.PathLike, studies: str | os.PathLike, port: int = 8000,
+                  host: str = "127.0.0.1", models: str | Sequence[str] = "all", python: str | None = None,
+                  extra_conf: Mapping[str, str] | None = None) -> list[str]:
+    """The ``monailabel start_server`` command for an app made by ``prepare_app``: offline (``zoo_source local``,
+    ``sam2 false``) and bound to 127.0.0.1 by default (pass ``host="0.0.0.0"`` deliberately to expose it)."""
+    models = models if isinstance(models, str) else ",".join(models)
+    cmd = [python or sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir),
+           "--studies", str(studies), "--host", host, "--port", str(int(port)),
+           "--conf", "models", models, "--conf", "zoo_source", "local", "--conf", "sam2", "false"]
+    for k, v in (extra_conf or {}).items():
+        cmd += ["--conf", str(k), str(v)]
+    return cmd
+
+
+def serve(app_dir: str | os.PathLike, studies: str | os.PathLike, **kwargs: Any) -> int:
+    """Run the server in the foreground (what ``volgan label-server`` does); returns its exit status."""
+    return subprocess.call(serve_command(app_dir, studies, **kwargs))

@@ -1,0 +1,127 @@
+"""MONAI Label tasks for volgan bundles (imports ``monailabel``; used by ``monailabel_app/main.py``).
+
+See ``volgan.label_app`` for what differs from MONAI Label's stock bundle tasks and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import monai.bundle
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
+from monailabel.transform.post import Restored
+
+from volgan.label_app import TRAIN_PARAMS, bundle_kind
+
+__all__ = ["SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask", "make_infer_task"]
+
+logger = logging.getLogger(__name__)
+
+
+class SynthesisInferTask(BundleInferTask):
+    """A synthesis bundle as an image-producing MONAI Label model (``InferType.OTHERS``, float32 NIfTI out, restored to the input grid with linear interpolation)."""
+
+    def __init__(self, path: str, conf: dict[str, str], **kwargs: Any):
+        super().__init__(path, conf, type=InferType.OTHERS, **kwargs)
+        if self.valid:
+            self.labels = {}
+            self.description = f"[synthesis: writes an image, not a label] {self.description or ''}".strip()
+
+    def info(self) -> dict[str, Any]:
+        i = super().info()
+        i["output"] = "image"
+        return i
+
+    def post_transforms(self, data: Any = None) -> list:
+        """The bundle's postprocessing, then back to the input grid with linear (not nearest) interpolation:
+        volgan's synthesis preprocessing does not resample, so this only drops the channel dimension."""
+        restore, self.add_post_restore = self.add_post_restore, False
+        try:
+            post = list(super().post_transforms(data))
+        finally:
+            self.add_post_restore = restore
+        if restore:
+            post.append(Restored(keys=self.key_pred, ref_image=self.key_image,
+                                 mode="trilinear" if self.dimension == 3 else "bilinear"))
+        return post
+
+    def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None):
+        return super().writer(data, extension=extension, dtype=dtype or np.float32)
+
+
+def make_infer_task(path: str, conf: dict[str, str]) -> BundleInferTask:
+    """``SynthesisInferTask`` for synthesis bundles, MONAI Label's stock ``BundleInferTask`` for segmentors."""
+    if bundle_kind(path) == "synthesis":
+        return SynthesisInferTask(path, conf)
+    task = BundleInferTask(path, conf)
+    if task.is_valid() and task.bundle_config.config.get("slice_axis") is not None:
+        task.dimension = 3  # a 2D network run slice by slice over whole volumes (SlicewiseInferer)
+    return task
+
+
+class VolganTrainConstants(BundleConstants):
+    """MONAI Label's training overrides mapped onto the volgan bundle interface (DESIGN.md)."""
+
+    def key_train_trainer_max_epochs(self) -> str:
+        return "max_epochs"
+
+    def key_train_dataset_data(self) -> str:
+        return "dataset_dir"  # volgan.data.resolve_dataset takes a list of {"image", "label"} as well as a path
+
+    def key_validate_dataset_data(self) -> str:
+        return "val_dataset_dir"
+
+    def key_train_handlers(self) -> str:
+        return "monailabel_train_handlers"  # volgan bundles attach their handlers in `initialize`
+
+
+class VolganBundleTrainTask(BundleTrainTask):
+    """``/train/<bundle>``: runs the bundle's ``train.yaml`` (with ``initialize``) on the datastore's labelled
+    images; the trained network ends in ``models/model.pt`` of the bundle, which inference then serves.
+
+    Request keys in ``TRAIN_PARAMS`` that the bundle defines (e.g. ``gan_iterations``, ``ratio``,
+    ``image_size``) are passed to it; ``pretrained`` (default true) starts from ``models/model.pt``.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], **kwargs: Any):
+        super().__init__(path, conf, const=VolganTrainConstants(), **kwargs)
+        self._request: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        c = super().config()
+        c.update({k: self.bundle_config.config[k] for k in TRAIN_PARAMS if k in self.bundle_config.config})
+        return c
+
+    def __call__(self, request: dict[str, Any], datastore: Any):
+        self._request = dict(request)
+        return super().__call__(request, datastore)
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
+        self._pretrained = model_pytorch if pretrained and os.path.isfile(model_pytorch) else None
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        overrides.pop(self.const.key_train_handlers(), None)
+        overrides["output_dir"] = os.path.join(self.bundle_path, "models")
+        overrides["resume"] = False  # a /train/ request is a new run; `pretrained` decides the starting weights
+        overrides["device"] = str(overrides.get("device", "cpu"))
+        for k in TRAIN_PARAMS:
+            if k in self._request and k in self.bundle_config.config:
+                overrides[k] = self._request[k]
+        init = list(self.bundle_config.config.get("initialize", []))
+        if getattr(self, "_pretrained", None):
+            init.append(f"$@network.load_state_dict(volgan.utils.safe_torch_load({self._pretrained!r})['model'])")
+        overrides["initialize"] = init
+        logger.info(f"volgan bundle overrides: { {k: v for k, v in overrides.items() if 'dataset' not in k} }")
+        return overrides
+
+    def run_single_gpu(self, request: dict[str, Any], overrides: dict[str, Any]) -> None:
+        monai.bundle.run(run_id=request.get("run_id", "run"), init_id="initialize", final_id="finalize",
+                         meta_file=self.bundle_metadata_path, config_file=self.bundle_config_path, **overrides)
+
+    def run_multi_gpu(self, request: dict[str, Any], cmd: list[str], env: dict[str, str]) -> None:
+        self._run_command(cmd + ["--init_id", "initialize", "--final_id", "finalize"], env)
