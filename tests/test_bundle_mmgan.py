@@ -176,3 +176,30 @@ def test_evaluate_synthesis_quality_with_and_without_pool(trained, tmp_path, tin
 
     same = paired_similarity(items[0]["image"], items[0]["image"], items[0]["label"])
     assert same["SSIM"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_validation_keeps_the_best_generator_by_ssim(tmp_path, tiny_dataset, tiny_train_overrides):
+    """With val_dataset_dir: SSIM of whole synthesised held-out volumes each epoch; model_best.pt is the generator
+    of the best epoch (re-scored here), beside the last-K checkpoints."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    folder, items = tiny_dataset
+    out = tmp_path / "run"
+    scores: list[float] = []
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser.update(dict(bundle_root=str(BUNDLE), dataset_dir=str(folder), output_dir=str(out), max_epochs=3,
+                       val_dataset_dir=str(folder), val_interval=1, n_saved=2, **tiny_train_overrides))
+    evaluator = parser.get_parsed_content("validate#evaluator")
+
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: scores.append(float(e.state.metrics["val_ssim"])))
+    for expr in ("initialize", "run"):
+        parser.get_parsed_content(expr)
+    assert len(scores) == 3 and all(-1 <= s <= 1 for s in scores)
+    assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
+    best = _ckpt(out / "model_best.pt")["model"]
+    net = parser.get_parsed_content("network")
+    net.load_state_dict(best)
+    evaluator.run()
+    assert scores[-1] == pytest.approx(max(scores[:3]), abs=1e-5)
