@@ -4,6 +4,7 @@ import pytest
 
 from volgan import comparison
 from volgan.comparison import compare_segmentation, learning_curve
+from volgan.errors import VolganConfigError
 
 FAST = dict(iterations=2, segmentor={"channels": [4, 8, 16, 32], "patch_size": [16, 16, 16], "batch_size": 1},
             roi_size=[32, 32, 32], device="cpu")
@@ -60,3 +61,40 @@ def test_learning_curve_restricts_synthetic_to_the_chosen_cases(tiny_dataset, tm
     assert seen == [(1, [items[0]["label"]]), (2, sorted([items[0]["label"], items[1]["label"]]))]
     for f in ("learning_curve.md", "learning_curve.csv", "learning_curve.png"):
         assert (tmp_path / "lc" / f).is_file()
+
+
+def test_compare_cycleshape_modes_with_the_cyclegan_reference(tmp_path, monkeypatch):
+    """P2 in the harness: same budget per mode, cyclegan trained first and used as the S-score reference, four
+    metrics per mode, resumable (a finished mode is not retrained)."""
+    from tests.test_cycleshape import TINY, _domain
+    from volgan import comparison
+
+    a = _domain(tmp_path, "ct", 2, lambda x: 2 * x - 1000, seed=0)
+    b = _domain(tmp_path, "mr", 2, lambda x: x, seed=1)
+    common = dict(TINY, max_epochs=2, pretrain_s_epochs=1, pretrain_gd_epochs=1, roi_size=[16, 16, 16])
+    calls = []
+    import volgan.bundle
+
+    orig = volgan.bundle.run_bundle
+
+    def spy(name, config, **kw):
+        calls.append((config, kw.get("mode"), kw.get("ref_dir")))
+        return orig(name, config, **kw)
+
+    monkeypatch.setattr(volgan.bundle, "run_bundle", spy)
+    res = comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "cmp", modes=("ours", "cyclegan"),
+                                        common=common)
+    assert [c[:2] for c in calls] == [("train", "cyclegan"), ("evaluate", None), ("train", "ours"), ("evaluate", None)]
+    assert all(c[2] == str(tmp_path / "cmp" / "seed0" / "cyclegan") for c in calls if c[0] == "evaluate")
+    table = res["table"]
+    assert "| cyclegan |" in table and "| ours |" in table and "S-score A->B" in table and "Dice S_B (real B)" in table
+    for mode in ("cyclegan", "ours"):
+        summary = res["results"][mode]["summary"]
+        assert set(summary) == set(comparison.CYCLESHAPE_METRICS)
+        assert all(0.0 <= mean <= 1.0 for mean, _ in summary.values() if mean == mean)
+    calls.clear()
+    comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "cmp", modes=("cyclegan", "ours"),
+                                  common=common)
+    assert calls == []
+    with pytest.raises(VolganConfigError, match="cyclegan"):
+        comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "x", modes=("ours",))

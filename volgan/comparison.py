@@ -29,7 +29,7 @@ from volgan.errors import VolganConfigError
 from volgan.utils import atomic_write_json
 
 __all__ = ["SETTINGS", "compare_segmentation", "compare_bundle_settings", "learning_curve", "aggregate",
-           "write_outputs", "BUNDLE_SETTINGS"]
+           "write_outputs", "BUNDLE_SETTINGS", "compare_cycleshape", "CYCLESHAPE_MODES"]
 
 #: the settings of ``compare_segmentation`` (MM-GAN's Table IV plus synthetic-only and pre-train + fine-tune)
 SETTINGS = ("real", "synthetic", "real+100%", "real+300%", "real+500%", "pretrain+finetune")
@@ -276,6 +276,54 @@ def compare_bundle_settings(
                          note=f"seeds {list(seeds)}; common overrides {common}")
 
 
+#: P2's comparison (Sec. 4.2, Table 1): CycleGAN, then segmentors trained on translated data afterwards (ada),
+#: then joint training with the shape-consistency loss (ours); cyclegan's real-data segmentors score the S-score
+CYCLESHAPE_MODES = ("cyclegan", "ada", "ours")
+_CYCLESHAPE_EVAL_KEYS = ("num_classes", "label_map_a", "label_map_b", "intensity_a", "intensity_b", "gen_channels",
+                         "seg_kind", "seg_channels", "roi_size", "spatial_dims", "device")
+CYCLESHAPE_METRICS = ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")
+
+
+def compare_cycleshape(
+    train_a: Any, train_b: Any, test_a: Any, test_b: Any, output_dir: str | Path,
+    modes: Sequence[str] = CYCLESHAPE_MODES, seeds: Sequence[int] = (0,), common: Mapping[str, Any] | None = None,
+    title: str = "cycleshape_ct_mri_3d: cycle/shape GAN modes",
+) -> dict[str, Any]:
+    """P2 under the harness: for each seed, train ``cycleshape_ct_mri_3d`` in each mode on unpaired
+    (``train_a``, ``train_b``) with the same budget, then score held-out real volumes of both domains with its
+    evaluate.yaml: S-score both directions (reference segmentors: the same seed's ``cyclegan`` run, trained on
+    real data only) and the Dice of each run's own S_A / S_B. Finished (mode, seed) runs are not redone."""
+    from volgan.bundle import run_bundle
+
+    modes = list(modes)
+    if "cyclegan" not in modes:
+        raise VolganConfigError("compare_cycleshape needs the 'cyclegan' mode: its segmentors are the S-score reference")
+    modes.sort(key=lambda m: m != "cyclegan")  # the reference first
+    common = dict(common or {})
+    out = Path(output_dir)
+    runs: dict[str, list[dict]] = {}
+    for seed in seeds:
+        ref = out / f"seed{seed}" / "cyclegan"
+        for mode in modes:
+            run = out / f"seed{seed}" / _slug(mode)
+
+            def compute(run: Path = run, mode: str = mode, seed: int = seed, ref: Path = ref) -> dict[str, Any]:
+                kw = {**common, "mode": mode, "seed": seed}
+                run_bundle("cycleshape_ct_mri_3d", "train", domain_a=train_a, domain_b=train_b, output_dir=str(run),
+                           **kw)
+                run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=test_a, test_b=test_b, ckpt_dir=str(run),
+                           ref_dir=str(ref), output_dir=str(run / "eval"),
+                           **{k: kw[k] for k in _CYCLESHAPE_EVAL_KEYS if k in kw})
+                res = json.loads((run / "eval" / "results.json").read_text(encoding="utf-8"))["results"]
+                row = {m: res[m]["summary"]["mean fg Dice"][0] for m in CYCLESHAPE_METRICS}
+                return {"setting": mode, "seed": seed, "n_train": "", "n_test": res[CYCLESHAPE_METRICS[0]]["n_test"],
+                        "rows": [row]}
+
+            runs.setdefault(mode, []).append(_cached(out / "runs" / f"{_slug(mode)}_seed{seed}.json", compute))
+    return write_outputs(out, title, runs, list(CYCLESHAPE_METRICS),
+                         note=f"seeds {list(seeds)}; mean foreground Dice; common overrides {common}")
+
+
 def learning_curve(
     real_train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
@@ -348,6 +396,8 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
 
     - ``mmgan_label2mri_3d``: synthesise ``copies`` perturbed pairs per training label map with the generator
       ``ckpt_path`` and run ``compare_segmentation`` (real, synthetic, real + 100/300/500 %, pre-train + fine-tune);
+    - ``cycleshape_ct_mri_3d``: ``dataset`` is domain A, ``dataset_b`` (or ``test_b``) domain B, each split by
+      case; ``compare_cycleshape`` over the modes cyclegan / ada / ours (S-score and segmentation Dice);
     - the 2D bundles: ``compare_bundle_settings`` with the bundle's own settings (``BUNDLE_SETTINGS``).
 
     ``quick`` shrinks every budget (a smoke run); ``kwargs`` go to the comparison function."""
@@ -377,6 +427,25 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
                       "roi_size": [32, 32, 32], **kwargs}
         return compare_segmentation(train_items, test_items, synthetic, out / "comparison", seeds=seeds,
                                     device=device, title=f"{bundle}: real vs synthetic settings", **kwargs)
+    if bundle == "cycleshape_ct_mri_3d":
+        dataset_b, test_b = kwargs.pop("dataset_b", None), kwargs.pop("test_b", None)
+        if dataset_b is None:
+            raise VolganConfigError("cycleshape_ct_mri_3d needs --dataset-b: the second (unpaired) domain, e.g. MRI")
+        items_b = resolve_dataset(dataset_b, out)
+        if test_b is None:
+            train_b, test_b_items = split_datalist(items_b, test_fraction, int(seeds[0]), group_key=None)
+        else:
+            train_b, test_b_items = items_b, resolve_dataset(test_b, out)
+        common = dict(kwargs.pop("common", {}) or {}, device=device)
+        if quick:
+            common = {**QUICK_CYCLESHAPE, **common}
+        names = kwargs.pop("settings", None) or CYCLESHAPE_MODES
+        bad = [n for n in names if n not in CYCLESHAPE_MODES]
+        if bad:
+            raise VolganConfigError(f"unknown setting(s) {bad} of {bundle}; choose from {list(CYCLESHAPE_MODES)}")
+        kwargs.pop("iterations", None)
+        return compare_cycleshape(train_items, train_b, test_items, test_b_items, out / "comparison", modes=names,
+                                  seeds=seeds, common=common, **kwargs)
     if bundle in BUNDLE_SETTINGS:
         names = kwargs.pop("settings", None)
         if names is not None:
@@ -389,9 +458,15 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
             common = {**QUICK_2D.get(bundle, {}), **common}
         return compare_bundle_settings(bundle, train_items, test_items, out / "comparison", seeds=seeds,
                                        common=common, **kwargs)
-    raise VolganConfigError(f"volgan evaluate supports {['mmgan_label2mri_3d', *BUNDLE_SETTINGS]}; for "
+    raise VolganConfigError(f"volgan evaluate supports {['mmgan_label2mri_3d', 'cycleshape_ct_mri_3d', *BUNDLE_SETTINGS]}; for "
                             f"{bundle!r} run its configs/evaluate.yaml")
 
+
+#: smoke-run sizes of the cycle/shape bundle (``--quick``)
+QUICK_CYCLESHAPE: dict[str, Any] = dict(patch_size=[16, 16, 16], gen_channels=[8, 16, 32, 32], disc_channels=[8, 16, 16, 16],
+                                        disc_strides=[2, 2, 1, 1], seg_channels=[8, 16, 32, 64], max_epochs=2,
+                                        pretrain_s_epochs=1, pretrain_gd_epochs=1, roi_size=[16, 16, 16], amp=False,
+                                        pool_size=2)
 
 #: smoke-run sizes of the 2D bundles (the test suite and ``--quick``)
 QUICK_2D: dict[str, dict[str, Any]] = {
