@@ -38,3 +38,19 @@ def test_evaluate_mmgan_with_a_generator_checkpoint(tiny_dataset, tmp_path):
     assert list(res["results"]) == ["real", "real+100%"]
     assert res["results"]["real+100%"]["n_train"] == 2 * res["results"]["real"]["n_train"]
     assert len(json.loads((out / "synthetic" / "datalist.json").read_text(encoding="utf-8"))["training"]) == 2
+
+
+def test_evaluate_cli_cycleshape_two_domains(tmp_path):
+    """P2 from the command line: domain A = --dataset, domain B = --dataset-b, each split by case."""
+    from tests.test_cycleshape import _domain
+    from volgan.cli import main
+
+    a = _domain(tmp_path, "ct", 3, lambda x: 2 * x - 1000, seed=0)
+    b = _domain(tmp_path, "mr", 3, lambda x: x, seed=1)
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--dataset-b", str(b),
+                 "--output-dir", str(out), "--quick", "--test-fraction", "0.34", "--settings", "cyclegan"]) == 0
+    res = json.loads((out / "comparison" / "results.json").read_text(encoding="utf-8"))["results"]
+    assert list(res) == ["cyclegan"] and res["cyclegan"]["n_test"] == 1
+    assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--output-dir",
+                 str(tmp_path / "x")]) == 2  # no domain B: one-line error

@@ -250,3 +250,16 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
             proc.wait(timeout=20)
         log.close()
     assert proc.poll() is not None
+
+
+def test_label_app_cli_writes_the_app_and_reports_bad_input(tmp_path, capsys):
+    from volgan.cli import main
+
+    w = _random_weights("wgan_pairs_seg_2d", tmp_path / "w.pt")
+    assert main(["label-app", str(tmp_path / "app"), "--bundle", f"wgan_pairs_seg_2d={w}",
+                 "--bundle", "mmgan_label2mri_3d"]) == 0
+    assert set(discover_bundles(tmp_path / "app" / "model")) == {"wgan_pairs_seg_2d", "mmgan_label2mri_3d"}
+    assert main(["label-app", str(tmp_path / "app2"), "--bundle", "no_such_bundle"]) == 2
+    assert "no bundle 'no_such_bundle'" in capsys.readouterr().err
+    assert main(["label-app", str(tmp_path / "app3"), "--bundle", "wgan_pairs_seg_2d", "--serve"]) == 2
+    assert "--studies" in capsys.readouterr().err

@@ -42,6 +42,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from volgan.comparison import evaluate_bundle
 
     kw = {"settings": args.settings} if args.settings else {}
+    if args.dataset_b or args.test_b:
+        kw.update(dataset_b=args.dataset_b, test_b=args.test_b)
     if args.iterations:
         kw["iterations"] = args.iterations
     res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=args.ckpt_path, test=args.test,
@@ -77,9 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_synthesize)
 
     e = sub.add_parser("evaluate", help="segmentation with vs without synthetic data: the settings the papers compare")
-    e.add_argument("--bundle", required=True, help="mmgan_label2mri_3d, gan_pretrain_seg_2d, wgan_pairs_seg_2d or "
-                   "adversarial_unet_aug_2d")
-    e.add_argument("--dataset", required=True, help="real (image, label) pairs: folder or datalist JSON")
+    e.add_argument("--bundle", required=True, help="mmgan_label2mri_3d, cycleshape_ct_mri_3d, gan_pretrain_seg_2d, "
+                   "wgan_pairs_seg_2d or adversarial_unet_aug_2d")
+    e.add_argument("--dataset", required=True, help="real (image, label) pairs: folder or datalist JSON "
+                   "(cycleshape_ct_mri_3d: domain A)")
+    e.add_argument("--dataset-b", help="cycleshape_ct_mri_3d: the unpaired domain B (image, label) pairs")
+    e.add_argument("--test-b", help="cycleshape_ct_mri_3d: held-out domain B pairs (default: a split of --dataset-b)")
     e.add_argument("--output-dir", required=True)
     e.add_argument("--ckpt-path", help="trained generator (mmgan_label2mri_3d)")
     e.add_argument("--test", help="held-out pairs (default: a split of --dataset by case)")
@@ -97,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-values", type=int, nargs="+")
     c.add_argument("--spatial-dims", type=int, default=3)
     c.set_defaults(func=_check_data)
+
+    from volgan.label_app import add_cli as add_label_app
+
+    add_label_app(sub)
     return p
 
 

@@ -155,3 +155,30 @@ def serve_command(app_dir: str | os.PathLike, studies: str | os.PathLike, port: 
 def serve(app_dir: str | os.PathLike, studies: str | os.PathLike, **kwargs: Any) -> int:
     """Run the server in the foreground (what ``volgan label-server`` does); returns its exit status."""
     return subprocess.call(serve_command(app_dir, studies, **kwargs))
+
+
+def _label_app_command(args: Any) -> int:
+    folders, weights = parse_bundle_specs(args.bundle)
+    app = prepare_app(args.app_dir, folders, weights, overwrite=args.overwrite)
+    print(app)
+    if not args.serve:
+        return 0
+    if not args.studies:
+        raise VolganConfigError("--serve needs --studies: the folder of images MONAI Label serves")
+    python = args.python or os.environ.get("VOLGAN_MONAILABEL_PYTHON") or sys.executable
+    return serve(app, args.studies, port=args.port, host=args.host, python=python)
+
+
+def add_cli(sub: Any) -> None:
+    """``volgan label-app``: write a MONAI Label app for some bundles and (``--serve``) start it on 127.0.0.1."""
+    p = sub.add_parser("label-app", help="MONAI Label app for volgan bundles (and --serve to start it on 127.0.0.1)")
+    p.add_argument("app_dir", help="folder to write (main.py + model/<bundle>/)")
+    p.add_argument("--bundle", action="append", required=True, metavar="NAME[=WEIGHTS]",
+                   help="a bundle to serve, with its trained model.pt (repeat for several)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty app_dir")
+    p.add_argument("--serve", action="store_true", help="start monailabel start_server on the app (offline)")
+    p.add_argument("--studies", help="images for the MONAI Label datastore (with --serve)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--python", help="python of the MONAI Label environment (default $VOLGAN_MONAILABEL_PYTHON or this one)")
+    p.set_defaults(func=_label_app_command)
