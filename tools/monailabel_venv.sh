@@ -15,8 +15,8 @@ if ! "$VENV/bin/python" -c "import monailabel, torchvision" >/dev/null 2>&1; the
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV"
-  SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q "${PINS[@]}" >&2
+  SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -qq "${PINS[@]}" >&2
 fi
 # always (re)point the venv at this checkout; volgan's own requirements resolved under MONAI Label's numpy<2
-"$VENV/bin/python" -m pip install -q -e "$ROOT" "numpy<2" "${PINS[@]}" >&2
+"$VENV/bin/python" -m pip install -qq -e "$ROOT" "numpy<2" "${PINS[@]}" >&2
 echo "$VENV/bin/python"
