@@ -21,7 +21,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from conftest import BUNDLES, tiny_case
+from tests.conftest import BUNDLES, tiny_case, tools_venv_python
 from volgan.errors import VolganConfigError
 from volgan.label_app import bundle_kind, discover_bundles, prepare_app, serve_command
 
@@ -114,19 +114,6 @@ def test_server_command_is_offline_and_local_by_default(tmp_path):
 
 # ---------------------------------------------------------------- the real server (MONAI Label's own venv)
 
-def _monailabel_python() -> str:
-    py = os.environ.get("VOLGAN_MONAILABEL_PYTHON") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "volgan" / "monailabel-0.8.5" / "bin" / "python")
-    ok = Path(py).is_file() and subprocess.run([py, "-c", "import monailabel, volgan.label_tasks"],
-                                               capture_output=True, timeout=300).returncode == 0
-    if not ok:
-        msg = f"no MONAI Label environment at {py}: build it with tools/monailabel_venv.sh (CI does)"
-        if os.environ.get("VOLGAN_REQUIRE_MONAILABEL") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return py
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,7 +153,7 @@ def _studies(folder: Path) -> list[Path]:
 
 
 def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
-    py = _monailabel_python()
+    py = tools_venv_python("monailabel, volgan.label_tasks")
     weights = {b: _random_weights(b, tmp_path / f"{b}.pt") for b in ALL}
     app = prepare_app(tmp_path / "app", {b: BUNDLES / b for b in ALL}, weights=weights)
     studies = _studies(tmp_path / "studies")

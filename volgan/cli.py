@@ -53,6 +53,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_nnunet(args: argparse.Namespace) -> int:
+    import os
+
+    from volgan.errors import VolganConfigError
+    from volgan.export import export_nnunet
+
+    out = args.output_dir or os.environ.get("nnUNet_raw")
+    if not out:
+        raise VolganConfigError("no output folder: pass --output-dir or set nnUNet_raw")
+    path = export_nnunet(args.real, out, args.dataset_id, args.name, synthetic=args.synthetic, labels=args.labels,
+                         channel_names=args.channel_names, test=args.test, overwrite=args.overwrite,
+                         spatial_dims=args.spatial_dims, splits=not args.no_splits)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="volgan", description="GAN-based synthesis of medical images (MONAI bundles)")
     p.add_argument("--verbose", "-v", action="store_true", help="show full tracebacks and INFO logs")
@@ -102,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-values", type=int, nargs="+")
     c.add_argument("--spatial-dims", type=int, default=3)
     c.set_defaults(func=_check_data)
+
+    x = sub.add_parser("export-nnunet", help="write real + synthetic (image, label) pairs as an nnU-Net v2 raw dataset")
+    x.add_argument("--real", required=True, help="real (image, label) pairs: folder or datalist JSON")
+    x.add_argument("--synthetic", help="synthetic pairs: a 'volgan synthesize' output folder, folder or datalist JSON")
+    x.add_argument("--test", help="held-out cases for imagesTs (their labels, if any, go to labelsTs)")
+    x.add_argument("--output-dir", help="the nnUNet_raw folder (default: $nnUNet_raw)")
+    x.add_argument("--dataset-id", required=True, help="nnU-Net dataset id, 1..999")
+    x.add_argument("--name", required=True, help="dataset name: the folder is DatasetXXX_NAME")
+    x.add_argument("--labels", nargs="+", metavar="NAME=VALUE", help="label names and their values in the label "
+                   "maps, e.g. background=0 necrosis=1 oedema=2 enhancing=4 (default: the real datalist's labels, "
+                   "else the values found); non-consecutive values are mapped to 0, 1, 2, ...")
+    x.add_argument("--channel-names", nargs="+", help="one name per image channel, e.g. T1 or CT (CT selects "
+                   "nnU-Net's CT normalisation)")
+    x.add_argument("--spatial-dims", type=int, default=3)
+    x.add_argument("--no-splits", action="store_true", help="do not write splits_final.json")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing DatasetXXX_NAME folder")
+    x.set_defaults(func=_export_nnunet)
 
     from volgan.label_app import add_cli as add_label_app
 

@@ -87,6 +87,9 @@ def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, chann
             kind = "a 2D image" if spatial_dims == 2 else f"a {spatial_dims}D volume"
             raise VolganDataError(path, f"expected {kind} with {want}, got {len(shape)}D shape {shape} (a "
                                   f"{len(shape)}D volume, or {shape[-1]} channels/time points; wrong dimension?)")
+        if len(shape) == spatial_dims:
+            raise VolganDataError(path, f"expected {channels} channels on the last axis, got a single-channel "
+                                  f"{spatial_dims}D volume of shape {shape}")
         raise VolganDataError(path, f"expected a {spatial_dims}D volume, got {len(shape)}D shape {shape}")
     return shape
 
