@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,6 +19,9 @@ import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_line, sync as _sync  # noqa: E402
 
 
 def _nets(channels, disc_channels, device):
@@ -37,11 +39,6 @@ def _batch(size, device, n):
     cond = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float()
     real = torch.rand(n, 1, size, size, size, generator=gen) * 2 - 1
     return [{"cond": cond[i : i + 1].to(device), "image": real[i : i + 1].to(device)} for i in range(n)]
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_training(size, iters, device, channels, disc_channels, amp=False):
@@ -184,9 +181,7 @@ def main():
     import tempfile
 
     device = torch.device(args.device)
-    print(f"# MM-GAN benchmark\n\nmachine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
-          + (f" {torch.cuda.get_device_name()}" if device.type == "cuda" else "") + "\n")
+    print(f"# MM-GAN benchmark\n\n{machine_line(device)}\n")
     channels = [4, 8, 16, 32] if args.quick else [16, 32, 64, 128]
     disc = [8, 16, 16] if args.quick else [64, 128, 256]
     sizes = [16] if args.quick else ([32, 48] if device.type == "cpu" else [64, 96, 128])

@@ -12,3 +12,29 @@ def test_bench_mmgan_quick_prints_tables():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| 16^3 |" in r.stdout and "| whole volume |" in r.stdout and "failed" not in r.stdout
+
+
+def test_bench_training_quick_prints_every_table():
+    # one thread: a smoke test on a shared CI machine; two OpenMP threads on two busy cores stall on barriers
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--quick", "--device", "cpu",
+                        "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "failed" not in out, out
+    for header in (
+        "| method | patch | batch | bare loop ms/it | volgan ms/it | engine overhead |",
+        "| method | patch | batch | variant | ms/it | speed-up vs fp32 |",
+        "| loader | dataset build s | loader alone ms/batch | train step ms | data wait ms/step |",
+        "| patch (batch 1) | voxels | ms/it | voxels/s | local time exponent |",
+        "| batch | ms/it | time vs batch 1 |",
+    ):
+        assert header in out, header
+    for method in ("ConditionalGanTrainer", "CycleShapeTrainer", "WganGpTrainer", "PairCriticWganGpTrainer"):
+        assert f"`{method}`" in out, method
+    assert "| CacheDataset + ThreadDataLoader |" in out and "bf16 autocast" in out and "fitted exponent" in out
+
+
+def test_bench_training_rejects_unknown_section():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--sections", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "unknown section" in r.stderr

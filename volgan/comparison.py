@@ -180,22 +180,19 @@ def write_outputs(out: Path, title: str, runs: Mapping[str, Sequence[Mapping[str
 
 
 def _plot(path: Path, agg: Mapping[str, Mapping[str, Any]], metric: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
     names = list(agg)
     mean = [agg[n]["summary"][metric][0] for n in names]
     sd = [agg[n]["summary"][metric][1] for n in names]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.2))
+    fig = Figure(figsize=(1.2 + 1.1 * len(names), 3.2))
+    ax = fig.subplots()
     ax.bar(range(len(names)), mean, yerr=sd, capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 #: the comparisons each 2D bundle runs inside itself (overrides per setting)
@@ -372,12 +369,10 @@ def learning_curve(
 
 
 def _plot_curve(path: Path, points: Sequence[Mapping[str, Any]], setting: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.subplots()
     x = [p["n_real"] for p in points]
     for s, label in (("real", "real only"), (setting, setting)):
         ax.errorbar(x, [p[s][0] for p in points], yerr=[p[s][1] for p in points], marker="o", capsize=3, label=label)
@@ -386,7 +381,6 @@ def _plot_curve(path: Path, points: Sequence[Mapping[str, Any]], setting: str) -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path: str | None = None,

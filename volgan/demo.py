@@ -63,15 +63,13 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
 
 
 def _figure(path: Path, real_items, synth_items, n: int = 3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import nibabel as nib
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
     n = min(n, len(real_items), len(synth_items))
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    fig = Figure(figsize=(9, 3 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         lab = np.asarray(nib.load(real_items[i]["label"]).dataobj)
         img = np.asarray(nib.load(real_items[i]["image"]).dataobj)
@@ -86,7 +84,6 @@ def _figure(path: Path, real_items, synth_items, n: int = 3) -> None:
     fig.suptitle("MM-GAN demo: real anatomy with SIMULATED tumours; synthetic from the same label map", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_demo(output_dir: str | Path = "volgan-demo", quick: bool = False, device: Any = "cpu", seed: int = 0,
