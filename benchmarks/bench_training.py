@@ -16,6 +16,8 @@ Sections (``--sections``, names or numbers):
   3 ``data``: plain ``Dataset`` + ``DataLoader`` vs ``CacheDataset`` (+ ``ThreadDataLoader``) over the MM-GAN
     bundle's training transforms on NIfTI files (the embedded sample cases); share of the step spent waiting for data.
   4 ``scaling``: step time and peak memory of the MM-GAN trainer vs patch size and batch size, fitted exponent.
+  5 ``spectral``: cost of spectral normalisation in the MM-GAN trainer: one power iteration per optimiser step
+    (volgan: D's two passes of the D step share it) vs one per forward pass (plain parametrizations) vs no SN.
 
 Each section prints a Markdown table; every figure that matters is a ratio to a baseline measured in the same run.
 Times are medians over iterations after warm-up; networks are built at the bundles' (paper) widths except with
@@ -51,7 +53,7 @@ from _common import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("throughput", "precision", "data", "scaling")
+SECTIONS = ("throughput", "precision", "data", "scaling", "spectral")
 
 
 # --------------------------------------------------------------------------------------------------- precision
@@ -146,7 +148,9 @@ class MMGAN(Method):
         from volgan.networks import PatchDiscriminator, SNUNetGenerator
 
         gch, dch = self.widths()
-        return SimpleNamespace(g=SNUNetGenerator(3, 5, 1, channels=gch), d=PatchDiscriminator(3, 1, 5, channels=dch),
+        sn = getattr(self, "spectral", True)
+        return SimpleNamespace(g=SNUNetGenerator(3, 5, 1, channels=gch, spectral=sn),
+                               d=PatchDiscriminator(3, 1, 5, channels=dch, spectral=sn),
                                pool=ImagePool(4, seed=0), adv=LSGANLoss())
 
     def _optimisers(self, st):
@@ -180,9 +184,9 @@ class MMGAN(Method):
         set_requires_grad(st.d, True)
 
     def trainer(self, st, data, **kw):
-        from volgan.engines import ConditionalGanTrainer, ImagePool
+        from volgan.engines import ConditionalGanTrainer
 
-        return ConditionalGanTrainer(self.device, 1, data, st.g, st.d, st.og, st.od, pool=ImagePool(4, seed=0), **kw)
+        return ConditionalGanTrainer(self.device, 1, data, st.g, st.d, st.og, st.od, pool=st.pool, **kw)
 
 
 class CycleShape(Method):
@@ -438,6 +442,11 @@ class Plan:
         return int(max(self.min_its, min(self.max_its, self.budget_s // max(seconds_per_it, 1e-6))))
 
 
+def spread(xs) -> float:
+    """(max - min) / median: 0 for identical values; the noise of a set of timings or ratios."""
+    return (max(xs) - min(xs)) / median(xs) if len(xs) > 1 else float("inf")
+
+
 def _fmt_ms(s: float) -> str:
     ms = s * 1000
     return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}"
@@ -461,25 +470,36 @@ def section_throughput(cfg) -> None:
                 data = method.batches(size, batch, n_data)
                 warm = timed_iterations(lambda i: method.bare_step(st, data[i % n_data], prec), cfg.plan.warmup,
                                         cfg.device)
-                its = cfg.plan.iterations(warm[-1])
-                rounds = 2 if its >= 4 else 1
-                per = -(-its // rounds)
-                bare, eng = [], []
-                for _ in range(rounds):  # interleaved, so that a load change hits both alike
-                    bare += timed_iterations(lambda i: method.bare_step(st, data[i], prec), per, cfg.device)
-                    eng += run_trainer(method.trainer(st, data[:per]), cfg.device)[0]
+                run_trainer(method.trainer(st, data[:1]), cfg.device)  # the engine's first run (lazy imports...)
+                n_pairs = cfg.plan.iterations(warm[-1])
+                bare, eng, ratios = [], [], []
+                t_start = time.perf_counter()
+                # paired: one bare iteration, then one trainer iteration on the same batch, so that a change of the
+                # machine's load hits both alike; more pairs (up to max_its, within twice the budget) when noisy
+                while True:
+                    b = data[len(bare) % n_data]
+                    bare += timed_iterations(lambda i: method.bare_step(st, b, prec), 1, cfg.device)
+                    eng += run_trainer(method.trainer(st, [b]), cfg.device)[0]
+                    ratios.append(eng[-1] / bare[-1])
+                    if len(bare) >= n_pairs and (len(bare) >= cfg.plan.max_its or spread(ratios) < 0.2
+                                                 or time.perf_counter() - t_start > 2 * cfg.plan.budget_s):
+                        break
                 b, e = median(bare), median(eng)
-                rows.append([method.title, label, batch, _fmt_ms(b), _fmt_ms(e), f"{100 * (e / b - 1):+.1f} %",
+                rows.append([method.title, label, batch, _fmt_ms(b), _fmt_ms(e),
+                             f"{100 * (median(ratios) - 1):+.1f} %",
+                             f"{100 * (min(ratios) - 1):+.0f} .. {100 * (max(ratios) - 1):+.0f} %",
                              f"{1 / e:.2f}", f"{method.voxels(size, batch) / e:,.0f}", len(bare)])
             except Exception as exc:  # noqa: BLE001 - a table cell, not a crash
-                rows.append([method.title, label, batch, f"failed: {short_error(exc)}", "", "", "", "", ""])
+                rows.append([method.title, label, batch, f"failed: {short_error(exc)}", "", "", "", "", "", ""])
             print(f"<!-- {rows[-1][0]} {label}: done -->", flush=True)
     print()
-    print(md_table(["method", "patch", "batch", "bare loop ms/it", "volgan ms/it", "engine overhead", "it/s (volgan)",
-                    "voxels/s (volgan)", "timed its"], rows, "llrrrrrrr"))
-    print("\nengine overhead = volgan / bare - 1 (median ms per iteration, the two interleaved); 2D: voxels = pixels. "
-          "Per iteration: P1 one D and one G step; P2 (joint phase) one G, one S and one D step; P4/P5 one critic "
-          "step (with gradient penalty) and one G step (n_critic 1).\n")
+    print(md_table(["method", "patch", "batch", "bare loop ms/it", "volgan ms/it", "engine overhead",
+                    "overhead range", "it/s (volgan)", "voxels/s (volgan)", "pairs"], rows, "llrrrrrrrr"))
+    print("\nbare loop / volgan ms/it: medians over the timed pairs; engine overhead = median over the pairs of "
+          "volgan / bare - 1 (each pair: one bare iteration, then one trainer iteration on the same batch), "
+          "overhead range = smallest .. largest pair (the noise); 2D: voxels = pixels. Per iteration: P1 one D and "
+          "one G step; P2 (joint phase) one G, one S and one D step; P4/P5 one critic step (with gradient penalty) "
+          "and one G step (n_critic 1).\n")
 
 
 # --------------------------------------------------------------------------------------------------- section 2
@@ -666,7 +686,11 @@ def _scaling_point(cfg, method, size, batch):
     data = method.batches(size, batch, n)
     with PeakMemory(cfg.device) as mem:
         times = run_trainer(method.trainer(st, data), cfg.device)[0][cfg.scale_warmup:]
-    return median(times), mem
+        for _ in range(cfg.scale_repeats):  # noisy (another process took the cores): measure again, pool all
+            if spread(times) < 0.2:
+                break
+            times += run_trainer(method.trainer(st, data[: cfg.scale_its]), cfg.device)[0]
+    return median(times), mem, spread(times)
 
 
 def section_scaling(cfg) -> None:
@@ -677,8 +701,8 @@ def section_scaling(cfg) -> None:
     points = []
     for size in cfg.scale_sizes:
         try:
-            t, mem = _scaling_point(cfg, method, size, 1)
-            points.append(dict(size=size, batch=1, t=t, mem=mem))
+            t, mem, sp = _scaling_point(cfg, method, size, 1)
+            points.append(dict(size=size, batch=1, t=t, mem=mem, spread=sp))
         except Exception as exc:  # noqa: BLE001
             points.append(dict(size=size, batch=1, error=short_error(exc)))
         print(f"<!-- scaling {size}^3 done -->", flush=True)
@@ -687,8 +711,8 @@ def section_scaling(cfg) -> None:
         p = next((q for q in points if q["size"] == cfg.scale_batch_size and b == 1 and "error" not in q), None)
         if p is None:
             try:
-                t, mem = _scaling_point(cfg, method, cfg.scale_batch_size, b)
-                p = dict(size=cfg.scale_batch_size, batch=b, t=t, mem=mem)
+                t, mem, sp = _scaling_point(cfg, method, cfg.scale_batch_size, b)
+                p = dict(size=cfg.scale_batch_size, batch=b, t=t, mem=mem, spread=sp)
             except Exception as exc:  # noqa: BLE001
                 p = dict(size=cfg.scale_batch_size, batch=b, error=short_error(exc))
         bpoints.append(p)
@@ -706,7 +730,7 @@ def section_scaling(cfg) -> None:
     rows = []
     for i, p in enumerate(points):
         if "error" in p:
-            rows.append([f"{p['size']}^3", f"{p['size'] ** 3:,}", f"failed: {p['error']}"] + [""] * (4 + gpu))
+            rows.append([f"{p['size']}^3", f"{p['size'] ** 3:,}", f"failed: {p['error']}"] + [""] * (5 + gpu))
             continue
         j = ok.index(p)
         local = local_m = ""
@@ -716,9 +740,9 @@ def section_scaling(cfg) -> None:
             mq, mp = ((x["mem"].gpu_peak_mb if gpu else x["mem"].growth_mb) for x in (q, p))
             if mq > 0 and mp > 0:
                 local_m = f"{math.log(mp / mq) / math.log(p['size'] ** 3 / q['size'] ** 3):.2f}"
-        rows.append([f"{p['size']}^3", f"{p['size'] ** 3:,}", _fmt_ms(p["t"]), f"{p['size'] ** 3 / p['t']:,.0f}",
-                     local] + mem_cells(p) + [local_m])
-    print(md_table(["patch (batch 1)", "voxels", "ms/it", "voxels/s", "local time exponent"] + mem_head
+        rows.append([f"{p['size']}^3", f"{p['size'] ** 3:,}", _fmt_ms(p["t"]), f"{100 * p['spread']:.0f} %",
+                     f"{p['size'] ** 3 / p['t']:,.0f}", local] + mem_cells(p) + [local_m])
+    print(md_table(["patch (batch 1)", "voxels", "ms/it", "spread", "voxels/s", "local time exponent"] + mem_head
                    + ["local memory exponent"], rows))
     if len(ok) >= 2:
         e_all = fit_exponent([p["size"] ** 3 for p in ok], [p["t"] for p in ok])
@@ -735,17 +759,90 @@ def section_scaling(cfg) -> None:
     b1 = next((p for p in bpoints if p.get("batch") == 1 and "error" not in p), None)
     for p in bpoints:
         if "error" in p:
-            brows.append([p["batch"], f"failed: {p['error']}"] + [""] * (3 + gpu))
+            brows.append([p["batch"], f"failed: {p['error']}"] + [""] * (4 + gpu))
             continue
         rel = f"{p['t'] / b1['t']:.2f}" if b1 else ""
         per_sample = f"{p['t'] / p['batch'] / b1['t']:.2f}" if b1 else ""
-        brows.append([p["batch"], _fmt_ms(p["t"]), rel, per_sample] + mem_cells(p))
+        brows.append([p["batch"], _fmt_ms(p["t"]), f"{100 * p['spread']:.0f} %", rel, per_sample] + mem_cells(p))
     print(f"\nbatch size at {cfg.scale_batch_size}^3:\n")
-    print(md_table(["batch", "ms/it", "time vs batch 1", "time per sample vs batch 1"] + mem_head, brows))
+    print(md_table(["batch", "ms/it", "spread", "time vs batch 1", "time per sample vs batch 1"] + mem_head, brows))
     print(f"\n{'GPU peak = torch.cuda.max_memory_allocated; ' if gpu else ''}peak RSS growth = peak resident memory "
           "during the run minus the resident memory before it (networks and batches already allocated; freed heap "
-          "returned with malloc_trim first): activations, gradients and optimiser state. Median of "
-          f"{cfg.scale_its} iterations after {cfg.scale_warmup} warm-up.\n")
+          "returned with malloc_trim first): activations, gradients and optimiser state. ms/it: median of "
+          f"{cfg.scale_its} iterations after {cfg.scale_warmup} warm-up, measured again (up to {cfg.scale_repeats} "
+          "times, all pooled) while spread = (max - min) / median >= 20 %.\n")
+
+
+# --------------------------------------------------------------------------------------------------- section 5
+
+
+@contextlib.contextmanager
+def _count_power_iterations(counter: dict, owner: dict):
+    """Count spectral-norm power iterations (``_SpectralNorm.forward`` calls in training mode) per network:
+    ``owner`` maps id(parametrization) -> network name."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    orig = _SpectralNorm.forward
+
+    def counting(self, weight):
+        if self.training:
+            counter[owner[id(self)]] = counter.get(owner[id(self)], 0) + 1
+        return orig(self, weight)
+
+    _SpectralNorm.forward = counting
+    try:
+        yield
+    finally:
+        _SpectralNorm.forward = orig
+
+
+@contextlib.contextmanager
+def _uncached_spectral_norm():
+    """The trainer as before the change: every D forward pass runs its own power iteration."""
+    from torch.nn.utils import parametrize
+
+    cached = parametrize.cached
+    parametrize.cached = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        parametrize.cached = cached
+
+
+def section_spectral(cfg) -> None:
+    print("## 5. Spectral normalisation cost (MM-GAN `ConditionalGanTrainer`)\n")
+    print(load_line() + "\n")
+    size, n = cfg.sn_size, cfg.plan.warmup + cfg.sn_its
+    variants = [("SN, one power iteration per optimiser step (volgan)", True, contextlib.nullcontext),
+                ("SN, one power iteration per forward pass (before)", True, _uncached_spectral_norm),
+                ("no spectral norm", False, contextlib.nullcontext)]
+    times: dict[str, list[float]] = {v[0]: [] for v in variants}
+    counts: dict[str, dict[str, float]] = {}
+    for _ in range(cfg.sn_rounds):  # interleaved rounds: a load change hits every variant alike
+        for name, sn, ctx in variants:
+            method = METHODS["mmgan"](cfg.quick, cfg.device)
+            method.spectral = sn
+            st = method.build(size)
+            owner = {id(m): k for k, net in (("G", st.g), ("D", st.d)) for m in net.modules()
+                     if type(m).__name__ == "_SpectralNorm"}
+            counter: dict[str, int] = {}
+            with ctx(), _count_power_iterations(counter, owner):
+                t = run_trainer(method.trainer(st, method.batches(size, 1, n)), cfg.device)[0]
+            times[name] += t[cfg.plan.warmup:]
+            layers = {k: sum(v == k for v in owner.values()) for k in ("G", "D")}
+            counts[name] = {k: counter.get(k, 0) / n / layers[k] if layers[k] else 0.0 for k in ("G", "D")}
+            print(f"<!-- spectral {name} done -->", flush=True)
+    base = median(times[variants[-1][0]])
+    before = median(times[variants[1][0]])
+    rows = []
+    for name, sn, _ in variants:
+        ms = median(times[name])
+        rows.append([name, f"{size}^3", _fmt_ms(ms), f"{counts[name]['G']:g}", f"{counts[name]['D']:g}",
+                     f"{100 * (ms / base - 1):+.1f} %", f"{before / ms:.3f}x", len(times[name])])
+    print(md_table(["variant", "patch", "ms/it", "power its per G layer per it", "power its per D layer per it",
+                    "vs no SN", "speed-up vs before", "timed its"], rows, "llrrrrrr"))
+    print("\nPer iteration the trainer makes one G forward, two D forwards for the D step and one for the G step. "
+          "ms/it: median over all rounds (interleaved). Widths: the bundle's (G 16-128, D 64-128-256).\n")
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -761,7 +858,8 @@ def make_config(args) -> SimpleNamespace:
         c.precision = [("mmgan", 16, 1, True), ("wgan_p5", 32, 2, True)]
         c.data_patch, c.data_cases, c.data_epochs = 16, 1, 1
         c.scale_sizes, c.scale_batches, c.scale_batch_size = [16, 24], [1, 2], 16  # 16^3: the U-Net's minimum
-        c.scale_warmup, c.scale_its = 1, 1
+        c.scale_warmup, c.scale_its, c.scale_repeats = 1, 1, 0
+        c.sn_size, c.sn_its, c.sn_rounds = 16, 2, 1
     elif args.full:
         c.plan = Plan(warmup=2, min_its=3, max_its=10, budget_s=60)
         s3 = [32, 64, 96] + ([128] if gpu else [])
@@ -772,7 +870,8 @@ def make_config(args) -> SimpleNamespace:
         c.data_patch, c.data_cases, c.data_epochs = 64, 4, 2
         c.scale_sizes = [16, 24, 32, 48, 64, 96, 128] + ([160, 192] if gpu else [])
         c.scale_batches, c.scale_batch_size = [1, 2, 4], 64
-        c.scale_warmup, c.scale_its = 2, 5
+        c.scale_warmup, c.scale_its, c.scale_repeats = 2, 5, 2
+        c.sn_size, c.sn_its, c.sn_rounds = 64, 5, 3
     elif gpu:
         c.plan = Plan(warmup=3, min_its=5, max_its=20, budget_s=10)
         c.throughput = [("mmgan", [32, 64, 96], 1), ("cycleshape", [32, 64, 96], 1), ("wgan_p5", [64, 128, 256], 16),
@@ -781,7 +880,8 @@ def make_config(args) -> SimpleNamespace:
                        ("wgan_p4", 128, 16, True)]
         c.data_patch, c.data_cases, c.data_epochs = 64, 4, 2
         c.scale_sizes, c.scale_batches, c.scale_batch_size = [16, 32, 48, 64, 96, 128], [1, 2, 4], 64
-        c.scale_warmup, c.scale_its = 3, 10
+        c.scale_warmup, c.scale_its, c.scale_repeats = 3, 10, 1
+        c.sn_size, c.sn_its, c.sn_rounds = 64, 10, 3
     else:  # default on a CPU: a few minutes on 2 cores; the expensive methods at their smallest sizes only
         c.plan = Plan(warmup=1, min_its=2, max_its=8, budget_s=12)
         c.throughput = [("mmgan", [32, 64], 1), ("cycleshape", [32], 1), ("wgan_p5", [64, 128], 4),
@@ -789,7 +889,8 @@ def make_config(args) -> SimpleNamespace:
         c.precision = [("mmgan", 32, 1, True), ("wgan_p5", 64, 4, False)]  # compile: minutes per graph on a CPU
         c.data_patch, c.data_cases, c.data_epochs = 32, 4, 1
         c.scale_sizes, c.scale_batches, c.scale_batch_size = [16, 24, 32, 48, 64], [1, 2, 4], 32
-        c.scale_warmup, c.scale_its = 1, 3
+        c.scale_warmup, c.scale_its, c.scale_repeats = 1, 3, 2
+        c.sn_size, c.sn_its, c.sn_rounds = 32, 4, 3
     return c
 
 
@@ -809,7 +910,7 @@ def main(argv=None) -> None:
     mode.add_argument("--quick", action="store_true", help="small widths and sizes (seconds; used by the tests)")
     mode.add_argument("--full", action="store_true", help="paper batch sizes and the largest patches (long on a CPU)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)} or 1-4")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)} or 1-{len(SECTIONS)}")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="measure torch.compile(G) in section 2 (default: on, off with --quick)")
@@ -828,7 +929,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     for name in sections:
         {"throughput": section_throughput, "precision": section_precision, "data": section_data,
-         "scaling": section_scaling}[name](cfg)
+         "scaling": section_scaling, "spectral": section_spectral}[name](cfg)
     print(f"{load_line()}; total {time.perf_counter() - t0:.0f} s")
 
 

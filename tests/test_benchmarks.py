@@ -25,12 +25,15 @@ def test_bench_training_quick_prints_every_table():
         "| method | patch | batch | bare loop ms/it | volgan ms/it | engine overhead |",
         "| method | patch | batch | variant | ms/it | speed-up vs fp32 |",
         "| loader | dataset build s | loader alone ms/batch | train step ms | data wait ms/step |",
-        "| patch (batch 1) | voxels | ms/it | voxels/s | local time exponent |",
-        "| batch | ms/it | time vs batch 1 |",
+        "| patch (batch 1) | voxels | ms/it | spread | voxels/s | local time exponent |",
+        "| batch | ms/it | spread | time vs batch 1 |",
+        "| variant | patch | ms/it | power its per G layer per it | power its per D layer per it | vs no SN |",
     ):
         assert header in out, header
     for method in ("ConditionalGanTrainer", "CycleShapeTrainer", "WganGpTrainer", "PairCriticWganGpTrainer"):
         assert f"`{method}`" in out, method
+    # the trainer's spectral norm: one power iteration per optimiser step (G 1 + D 2 per iteration), 3 per D before
+    assert "| SN, one power iteration per optimiser step (volgan) | 16^3 |" in out and "| 1 | 2 |" in out and "| 1 | 3 |" in out
     assert "| CacheDataset + ThreadDataLoader |" in out and "bf16 autocast" in out and "fitted exponent" in out
 
 

@@ -85,3 +85,28 @@ def test_segmentor_in_the_loop_p3_stage1():
     logits = torch.tensor([[[[9.0]], [[-9.0]]]])
     assert float(L1SoftmaxLoss()(logits, torch.zeros(1, 1, 1, 1))) < 1e-3
     assert float(BCEGANLoss()(torch.full((1, 1, 2, 2), 20.0), True, True)) < 1e-6
+
+
+def test_spectral_norm_one_power_iteration_per_optimiser_step(monkeypatch):
+    """Per iteration: G's normalised weights computed once (one forward); D's once for the D step (real and fake
+    passes share it) and once for the G step (D's weights changed in between): 2, not one per D forward (3)."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    calls = {"g": 0, "d": 0}
+    owner: dict[int, str] = {}
+    orig = _SpectralNorm.forward
+
+    def counting(self, weight):
+        calls[owner[id(self)]] += 1
+        return orig(self, weight)
+
+    t, g, d = _setup(n=3)
+    for name, net in (("g", g), ("d", d)):
+        for m in net.modules():
+            if isinstance(m, _SpectralNorm):
+                owner[id(m)] = name
+    n_sn = {k: sum(v == k for v in owner.values()) for k in ("g", "d")}
+    assert n_sn["g"] > 0 and n_sn["d"] > 0
+    monkeypatch.setattr(_SpectralNorm, "forward", counting)
+    t.run()
+    assert calls["g"] == 3 * n_sn["g"] and calls["d"] == 3 * 2 * n_sn["d"], (calls, n_sn)
