@@ -58,6 +58,15 @@ def tiny_case(rng: np.random.RandomState, shape=(24, 24, 24)):
     return np.clip(img, 1, None) * brain, lab
 
 
+def write_cases(folder: Path, n: int, depth: int = 4, seed: int = 0) -> Path:
+    """``n`` tiny (24, 24, depth) cases c0, c1, ... in a new ``folder`` (the 2D bundles' slice sources)."""
+    folder.mkdir()
+    rng = np.random.RandomState(seed)
+    for i in range(n):
+        write_pair(folder, f"c{i}", *tiny_case(rng, (24, 24, depth)))
+    return folder
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path):
     """Folder with 3 tiny (image, label) pairs named <case>_image / <case>_label."""

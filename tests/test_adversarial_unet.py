@@ -11,7 +11,7 @@ import torch
 from ignite.engine import Events
 from monai.networks.layers.factories import Norm
 
-from tests.conftest import tiny_case, torchrun_bundle, write_pair
+from tests.conftest import tiny_case, torchrun_bundle, write_cases, write_pair
 from volgan.bundle import run_bundle
 from volgan.engines import ConditionalMixedPairsPrepareBatch, GanKeys, PairCriticWganGpTrainer, SameClassPairs, to_pair
 from volgan.errors import VolganConfigError, VolganDataError
@@ -231,15 +231,6 @@ def test_feature_distances():
     assert flat["fid"] > 0 and flat["n_fake"] == 6
     with pytest.raises(ValueError):
         feature_distances(real[:1], real, extractor)
-
-
-def write_cases(folder, n, depth=4, seed=0):
-    """``n`` tiny (24, 24, depth) cases c0, c1, ... in a new ``folder``."""
-    folder.mkdir()
-    rng = np.random.RandomState(seed)
-    for i in range(n):
-        write_pair(folder, f"c{i}", *tiny_case(rng, (24, 24, depth)))
-    return folder
 
 
 @pytest.fixture

@@ -208,3 +208,37 @@ def test_bundle_2d_slices(tmp_path):
                roi_size=[32, 32])
     dl = load_datalist(synth / "datalist.json")
     assert len(dl) == 2 and nib.load(dl[0]["image"]).shape == (32, 32)
+
+
+def test_validation_keeps_the_best_g_b_by_translated_dice(domains, tmp_path):
+    """val_domain_a: every epoch, held-out A volumes are translated by G_B and segmented by S_B (per window);
+    model_best.pt is the G_B of the best epoch: re-scored here, it gives the best recorded Dice."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    from tests.conftest import BUNDLES
+    from volgan.utils import safe_torch_load
+
+    a, b = domains
+    out = tmp_path / "run"
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "cycleshape_ct_mri_3d" / "configs" / "train.yaml"))
+    parser.update(dict(bundle_root=str(BUNDLES / "cycleshape_ct_mri_3d"), domain_a=str(a), domain_b=str(b),
+                       val_domain_a=str(a), output_dir=str(out), max_epochs=4, pretrain_s_epochs=1,
+                       pretrain_gd_epochs=1, n_saved=2, **TINY))
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    scores: list[float] = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: scores.append(float(e.state.metrics["val_dice"])))
+    for expr in ("initialize", "run"):
+        parser.get_parsed_content(expr)
+    assert len(scores) == 4 and all(0 <= s <= 1 for s in scores), scores
+    # whole volumes (24x24x16 > the 16^3 patch): the evaluator saw full-size predictions
+    assert evaluator.state.output[0]["pred"].shape[1:] == (24, 24, 16)
+    assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_3.pt", "checkpoint_4.pt"]
+    g_b = parser.get_parsed_content("network")
+    g_b.load_state_dict(safe_torch_load(out / "model_best.pt", "cpu")["model"])
+    evaluator.run()  # S_B is the final one: the best G_B re-scored with it
+    assert 0 <= scores[-1] <= 1
+    ours = safe_torch_load(out / "model.pt", "cpu")["model"]
+    best_epoch = int(np.argmax(scores[:4])) + 1
+    assert (best_epoch == 4) == all(torch.equal(ours[k], g_b.state_dict()[k]) for k in ours)

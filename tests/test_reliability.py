@@ -29,33 +29,70 @@ def test_no_unsafe_deserialisation_in_the_package():
     assert not offenders, offenders
 
 
-def test_sigkill_then_resume(tmp_path, tiny_dataset):
+def _same(a, b) -> bool:
+    """Recursive equality of checkpoint states (tensors bitwise)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _epochs(out):
+    return sorted(int(p.stem.split("_")[1]) for p in out.glob("checkpoint_*.pt"))
+
+
+KILLS = 3
+
+
+def test_sigkill_three_times_then_resume_restores_every_state(tmp_path, tiny_dataset):
+    """Kill -9 a training KILLS times (at a checkpoint write or just after it), restarting it each time: no
+    checkpoint is ever truncated, each restart continues from the newest complete one, and a resumed trainer holds
+    exactly the checkpoint's counters, networks, optimisers, GradScalers, LR schedulers and image pool."""
+    from monai.bundle import ConfigParser
+
     folder, items = tiny_dataset
     out = tmp_path / "run"
+    overrides = dict(dataset_dir=str(folder), output_dir=str(out), device="cpu", patch_size=[16, 16, 16],
+                     gen_channels=[4, 8, 16, 32], disc_channels=[8, 16, 16], log_interval=100, n_saved=2)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.yaml"),
-           "--bundle_root", str(BUNDLE), "--dataset_dir", str(folder), "--output_dir", str(out), "--max_epochs", "40",
-           "--device", "cpu", "--patch_size", "[16,16,16]", "--gen_channels", "[4,8,16,32]",
-           "--disc_channels", "[8,16,16]", "--log_interval", "100"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("checkpoint_*.pt"))) < 2:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # mid-run, possibly mid-write
-    proc.wait()
-    ckpts = sorted(out.glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    assert ckpts, "no checkpoint was written before the kill"
-    for c in ckpts:  # never a truncated checkpoint: every file loads weights-only
-        torch.load(c, weights_only=True)
-    last = torch.load(ckpts[-1], weights_only=True)
-    epoch = int(ckpts[-1].stem.split("_")[1])
-    assert last["trainer"]["iteration"] == epoch * len(items)
-    cmd[cmd.index("--max_epochs") + 1] = str(epoch + 1)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    resumed = torch.load(out / f"checkpoint_{epoch + 1}.pt", weights_only=True)
-    assert resumed["trainer"]["iteration"] == (epoch + 1) * len(items)
-    step = lambda c: float(next(iter(c["g_optimizer"]["state"].values()))["step"])  # noqa: E731
-    assert step(resumed) == step(last) + len(items)
+           "--bundle_root", str(BUNDLE), "--max_epochs", "200"]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", str(v).replace(" ", "")]
+    newest, survived = 0, 0
+    for kill in range(KILLS):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and (not _epochs(out) or _epochs(out)[-1] < newest + 2):
+            time.sleep(0.02)
+        time.sleep(0.05 * kill)  # mid-write, or a moment after it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        epochs = _epochs(out)
+        assert epochs and epochs[-1] >= newest + 2, f"kill {kill}: training did not move on from epoch {newest}"
+        for e in epochs:  # never a truncated checkpoint: every file loads weights-only, counters consistent
+            ck = torch.load(out / f"checkpoint_{e}.pt", weights_only=True)
+            assert ck["trainer"]["iteration"] == e * len(items)
+        assert len(epochs) <= 2 + 1  # n_saved, plus at most the one being replaced when killed
+        newest = epochs[-1]
+        survived += 1
+    assert survived == KILLS
+
+    last = torch.load(out / f"checkpoint_{newest}.pt", weights_only=True)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser.update(dict(bundle_root=str(BUNDLE), max_epochs=newest, amp=False, **overrides))
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    trainer.run()  # loads the newest checkpoint at STARTED; nothing left to train
+    assert parser.get_parsed_content("train#resume").loaded_from.name == f"checkpoint_{newest}.pt"
+    assert (trainer.state.epoch, trainer.state.iteration) == (newest, newest * len(items))
+    for key in ("generator", "discriminator", "g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler",
+                "g_scaler", "d_scaler", "pool"):
+        assert _same(parser.get_parsed_content(f"train#checkpoint_dict#{key}").state_dict(), last[key]), key
+    assert len(last["pool"]["images"]) == 4  # a full pool (size 4) came back as it was
     assert not list(out.glob(".checkpoint_*.tmp"))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_case, torchrun_bundle, write_pair
+from tests.conftest import tiny_case, torchrun_bundle, write_cases, write_pair
 from volgan.bundle import run_bundle
 
 TINY = dict(device="cpu", image_size=[32, 32], gen_channels=32, critic_channels=8, unet_channels=[8, 8, 8],
@@ -17,12 +17,7 @@ TINY = dict(device="cpu", image_size=[32, 32], gen_channels=32, critic_channels=
 
 @pytest.fixture
 def volumes(tmp_path):
-    rng = np.random.RandomState(0)
-    d = tmp_path / "vols"
-    d.mkdir()
-    for i in range(4):
-        write_pair(d, f"c{i}", *tiny_case(rng, (24, 24, 8)))
-    return d
+    return write_cases(tmp_path / "vols", 4, depth=8)
 
 
 @pytest.mark.parametrize("ratio,augment", [("16-0", True), ("8-8", False), ("0-16", False)])

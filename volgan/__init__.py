@@ -20,7 +20,7 @@ def __getattr__(name):  # lazy: inference/evaluation import more of MONAI
         from volgan.inference import synthesize
 
         return synthesize
-    if name in ("inference", "evaluation", "segmentation", "metrics", "bundle", "export"):
+    if name in ("inference", "evaluation", "segmentation", "metrics", "bundle", "export", "tracking"):
         import importlib
 
         return importlib.import_module(f"volgan.{name}")

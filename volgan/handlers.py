@@ -30,6 +30,7 @@ __all__ = [
     "GanHealthMonitor",
     "latest_checkpoint",
     "scalar_outputs",
+    "loss_output",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,15 @@ class ExportNetwork:
 
 def scalar_outputs(output: Mapping) -> dict[str, float]:
     """The 0-d entries of a trainer's output dict (losses, mean scores) as floats, for stats handlers."""
-    return {str(k): float(v) for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
+    return {str(k): float(v.detach()) for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
+
+
+def loss_output(output: Any) -> float:
+    """``output["loss"]`` of a MONAI ``SupervisedTrainer`` as a float, whether or not it decollates its output
+    (``from_engine(["loss"])`` gives a one-element tuple for an undecollated dict, which stats handlers ignore)."""
+    if isinstance(output, (list, tuple)):
+        output = output[0]
+    return float(output["loss"].detach()) if isinstance(output["loss"], torch.Tensor) else float(output["loss"])
 
 
 def _mid_slice(x: torch.Tensor, channel: int = 0) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from volgan.networks.adversarial_unet import AdversarialUNetGenerator, BatchRenorm
 from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm, conv_modules, has_spectral_norm
+from volgan.networks.composite import TranslateThenSegment
 from volgan.networks.discriminators import DenseNetCritic, PatchDiscriminator
 from volgan.networks.pair_generator import DCGANCritic, PairGenerator, he_init
 from volgan.networks.resnet_generator import ResidualBlock, ResnetGenerator
@@ -30,4 +31,5 @@ __all__ = [
     "RefineNet",
     "SegEncoder",
     "make_cycle_segmentor",
+    "TranslateThenSegment",
 ]
