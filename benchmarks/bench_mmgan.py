@@ -114,6 +114,15 @@ def _synth_child(args):
     g.eval()
     lab = _sample_label_map(shape)
     x = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float().to(device)
+    if args.budget_mb:  # the memory this pass may add on top of what is allocated now (model, input)
+        if device.type == "cuda":
+            used = torch.cuda.memory_allocated(device)
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, (used + args.budget_mb * 2**20) / total), device)
+        else:
+            vm_data = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmData:"))
+            limit = int(vm_data * 1024 + args.budget_mb * 2**20)
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -133,12 +142,14 @@ def _synth_child(args):
     print(json.dumps(out))
 
 
-def bench_synthesis(shape, configs, device, channels, tmpdir, amp=False, ckpt=None):
+def bench_synthesis(shape, configs, device, channels, tmpdir, amp=False, ckpt=None, budget_mb=None):
     rows = []
     for name, roi, overlap in configs:
         save = os.path.join(tmpdir, f"{name}.npy")
         cmd = [sys.executable, __file__, "--child", "--device", str(device), "--shape", *map(str, shape),
                "--channels", *map(str, channels), "--overlap", str(overlap), "--save", save]
+        if budget_mb:
+            cmd += ["--budget-mb", str(int(budget_mb))]
         if roi:
             cmd += ["--roi", *map(str, roi)]
         if amp:
@@ -175,6 +186,8 @@ def main():
     p.add_argument("--save")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--ckpt", help="trained MM-GAN generator (model.pt) for the synthesis table; default: random init")
+    p.add_argument("--budget-mb", type=float, help=argparse.SUPPRESS)  # child: memory the pass may add
+    p.add_argument("--synthesis-only", action="store_true", help="skip the training table")
     args = p.parse_args()
     if args.child:
         return _synth_child(args)
@@ -186,18 +199,19 @@ def main():
     disc = [8, 16, 16] if args.quick else [64, 128, 256]
     sizes = [16] if args.quick else ([32, 48] if device.type == "cpu" else [64, 96, 128])
     iters = 3 if args.quick else (8 if device.type == "cpu" else 20)
-    print("## Training iteration: volgan trainer vs bare PyTorch loop (same networks, losses, pool)\n")
-    print("| patch | bare loop ms/it | volgan ms/it | overhead | voxels/s (volgan) |")
-    print("|---|---:|---:|---:|---:|")
-    for s in sizes:
-        bare, eng = bench_training(s, iters, device, channels, disc)
-        print(f"| {s}^3 | {bare:.0f} | {eng:.0f} | {100 * (eng / bare - 1):+.1f} % | {s**3 / (eng / 1000):,.0f} |")
-    if device.type == "cuda":
-        print("\n## AMP (fp16 + GradScaler) vs fp32, volgan trainer\n\n| patch | fp32 ms/it | AMP ms/it | speed-up |\n|---|---:|---:|---:|")
+    if not args.synthesis_only:
+        print("## Training iteration: volgan trainer vs bare PyTorch loop (same networks, losses, pool)\n")
+        print("| patch | bare loop ms/it | volgan ms/it | overhead | voxels/s (volgan) |")
+        print("|---|---:|---:|---:|---:|")
         for s in sizes:
-            _, f32 = bench_training(s, iters, device, channels, disc, amp=False)
-            _, f16 = bench_training(s, iters, device, channels, disc, amp=True)
-            print(f"| {s}^3 | {f32:.0f} | {f16:.0f} | {f32 / f16:.2f}x |")
+            bare, eng = bench_training(s, iters, device, channels, disc)
+            print(f"| {s}^3 | {bare:.0f} | {eng:.0f} | {100 * (eng / bare - 1):+.1f} % | {s**3 / (eng / 1000):,.0f} |")
+        if device.type == "cuda":
+            print("\n## AMP (fp16 + GradScaler) vs fp32, volgan trainer\n\n| patch | fp32 ms/it | AMP ms/it | speed-up |\n|---|---:|---:|---:|")
+            for s in sizes:
+                _, f32 = bench_training(s, iters, device, channels, disc, amp=False)
+                _, f16 = bench_training(s, iters, device, channels, disc, amp=True)
+                print(f"| {s}^3 | {f32:.0f} | {f16:.0f} | {f32 / f16:.2f}x |")
     shape = [48, 48, 32] if args.quick else [240, 240, 155]
     configs = [("whole volume", None, 0.0)]
     rois = [[24, 24, 24]] if args.quick else [[96, 96, 96], [128, 128, 128]]
@@ -210,7 +224,8 @@ def main():
           + (" GPU peak MB |" if device.type == "cuda" else ""))
     print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if device.type == "cuda" else ""))
     with tempfile.TemporaryDirectory() as tmp:
-        for r in bench_synthesis(shape, configs, device, channels, tmp, ckpt=args.ckpt):
+        rows = bench_synthesis(shape, configs, device, channels, tmp, ckpt=args.ckpt)
+        for r in rows:
             if "error" in r:
                 print(f"| {r['name']} | failed: {r['error']} | | | | | |")
                 continue
@@ -219,6 +234,19 @@ def main():
                   f"{r['rss_growth_mb']:.0f} | {r['mem_ratio']:.2f} | {r['max_abs_diff']:.3f} |{gpu}")
     print("\nmax abs diff: on the generator's [-1, 1] output scale; windows differ from one pass because instance "
           "norm statistics are per window and windows are blended.")
+    whole = next((r for r in rows if r["name"] == "whole volume" and "error" not in r), None)
+    if whole is None or args.quick:  # quick: too small for allocator granularity to leave room for a window
+        return
+    # a memory budget of half what one whole-volume pass adds: the pass cannot fit, the windows still must
+    budget = 0.5 * (whole.get("gpu_peak_mb") or whole["rss_growth_mb"])
+    print(f"\n## The same volume under a memory budget of {budget:.0f} MB (half of what one whole-volume pass "
+          f"needs; {'torch.cuda.set_per_process_memory_fraction' if device.type == 'cuda' else 'RLIMIT_DATA'})\n")
+    print("| inference | result | seconds |\n|---|---|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in bench_synthesis(shape, configs[:2], device, channels, tmp, ckpt=args.ckpt, budget_mb=budget):
+            result = f"out of memory ({r['error'][:60]})" if "error" in r else "fits"
+            secs = "" if "error" in r else f"{r['seconds']:.1f}"
+            print(f"| {r['name']} | {result} | {secs} |")
 
 
 if __name__ == "__main__":

@@ -573,7 +573,10 @@ def section_precision(cfg) -> None:
                          ("volgan trainer amp=True (fp16)", "trainer", {"amp": True}),
                          ("volgan trainer amp=True, amp_dtype bf16", "trainer", {"amp": True, "amp_dtype": "bfloat16"})]
         else:
-            variants += [("bf16 autocast (CPU)", "bare", {"prec": "bf16"})]
+            variants += [("bf16 autocast (CPU)", "bare", {"prec": "bf16"}),
+                         ("volgan trainer fp32", "trainer", {}),
+                         ("volgan trainer amp=True, amp_dtype bf16 (CPU)", "trainer",
+                          {"amp": True, "amp_dtype": "bfloat16"})]
         variants += [(cl, "bare", {"cl": True})]
         if dev.type == "cpu" and cfg.threads > 1:
             variants += [(f"1 thread instead of {cfg.threads}", "bare", {"threads": 1})]
@@ -589,9 +592,8 @@ def section_precision(cfg) -> None:
                    rows, "llrlrrrr"))
     print("\nspeed-up = mean of the two fp32 runs / variant (median ms per iteration after warm-up). "
           f"volgan's trainers "
-          f"{'use' if trainer_amp else 'ignore'} `amp=True` on this device "
-          f"(`volgan.utils.amp_enabled` is CUDA-only), so "
-          f"{'the trainer rows use it' if trainer_amp else 'bf16 is measured in the bare loop only'}. "
+          f"{'use' if trainer_amp else 'ignore'} `amp=True` alone on this device "
+          f"(fp16 AMP is CUDA-only){'' if trainer_amp else '; with amp_dtype bfloat16 they autocast to bf16 on a CPU too'}. "
           "compile s = first iterations minus as many steady ones (dynamo + inductor, forward and backward graphs; "
           "much less when the inductor cache already holds the kernels).\n")
 

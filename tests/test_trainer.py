@@ -110,3 +110,77 @@ def test_spectral_norm_one_power_iteration_per_optimiser_step(monkeypatch):
     monkeypatch.setattr(_SpectralNorm, "forward", counting)
     t.run()
     assert calls["g"] == 3 * n_sn["g"] and calls["d"] == 3 * 2 * n_sn["d"], (calls, n_sn)
+
+
+def _plain_gan(seed=0, sgd=False):
+    torch.manual_seed(seed)
+    g = SNUNetGenerator(3, 5, 1, channels=(4, 8), spectral=False)
+    d = PatchDiscriminator(3, 1, 5, channels=(4, 8), strides=(2, 2), spectral=False)
+    if sgd:  # linear in the gradient (Adam's first step is ~lr * sign(grad): rounding flips it where grad ~ 0)
+        return g, d, torch.optim.SGD(g.parameters(), lr=0.1), torch.optim.SGD(d.parameters(), lr=0.1)
+    og = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    od = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    return g, d, og, od
+
+
+def test_gradient_accumulation_equals_one_step_on_the_concatenated_batch():
+    """grad_accum_steps=2 over two batch-1 iterations == one iteration on the batch of both (per-sample instance
+    norm, no pool, no spectral norm, SGD): exactly for D; for G when D does not move (lr 0), since inside a window
+    G's gradient sees D as it was at the window's start; and nothing steps inside a window."""
+    from ignite.engine import Events
+
+    gen = torch.Generator().manual_seed(5)
+    lab = torch.randint(0, 5, (2, 16, 16, 16), generator=gen)
+    cond = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float()
+    real = torch.rand(2, 1, 16, 16, 16, generator=gen) * 2 - 1
+    singles = [{"cond": cond[i:i + 1], "image": real[i:i + 1]} for i in range(2)]
+    for d_lr in (0.1, 0.0):
+        g1, d1, og1, od1 = _plain_gan(sgd=True)
+        od1.param_groups[0]["lr"] = d_lr
+        acc = ConditionalGanTrainer("cpu", 1, singles, g1, d1, og1, od1, pool=ImagePool(0), grad_accum_steps=2)
+        g0, seen = _flat(g1), []
+        acc.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(torch.equal(_flat(g1), g0)))
+        acc.run()
+        assert seen == [True, False]  # no step after the first micro-batch, one after the second
+
+        g2, d2, og2, od2 = _plain_gan(sgd=True)
+        od2.param_groups[0]["lr"] = d_lr
+        both = ConditionalGanTrainer("cpu", 1, [{"cond": cond, "image": real}], g2, d2, og2, od2, pool=ImagePool(0))
+        both.run()
+        torch.testing.assert_close(_flat(d1), _flat(d2), rtol=1e-5, atol=1e-6)
+        if d_lr == 0.0:
+            torch.testing.assert_close(_flat(g1), _flat(g2), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_skips_a_window_with_a_nonfinite_loss():
+    g, d, og, od = _plain_gan()
+    gen = torch.Generator().manual_seed(1)
+    lab = torch.randint(0, 5, (4, 16, 16, 16), generator=gen)
+    cond = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float()
+    real = torch.rand(4, 1, 16, 16, 16, generator=gen) * 2 - 1
+    real[1] = float("nan")  # second micro-batch of the first window
+    data = [{"cond": cond[i:i + 1], "image": real[i:i + 1]} for i in range(4)]
+    t = ConditionalGanTrainer("cpu", 1, data, g, d, og, od, pool=ImagePool(0), grad_accum_steps=2)
+    d0 = _flat(d)
+    t.run()
+    assert t.state.nonfinite_steps >= 1  # the first D window was skipped, not stepped on NaN
+    assert torch.isfinite(_flat(d)).all() and not torch.equal(_flat(d), d0)  # the second window stepped
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        ConditionalGanTrainer("cpu", 1, data, g, d, og, od, grad_accum_steps=0)
+
+
+def test_cpu_bf16_autocast_on_request_only():
+    """amp + amp_dtype bfloat16 autocasts on a CPU (G's output is bf16, the steps stay finite); amp with the
+    default float16 is CUDA-only and leaves a CPU run in fp32."""
+    for dtype, expected in (("bfloat16", torch.bfloat16), ("float16", torch.float32)):
+        g, d, og, od = _plain_gan()
+        gen = torch.Generator().manual_seed(2)
+        lab = torch.randint(0, 5, (1, 16, 16, 16), generator=gen)
+        data = [{"cond": torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float(),
+                 "image": torch.rand(1, 1, 16, 16, 16, generator=gen) * 2 - 1}] * 2
+        t = ConditionalGanTrainer("cpu", 1, data, g, d, og, od, pool=ImagePool(2, seed=0), amp=True, amp_dtype=dtype)
+        g0 = _flat(g)
+        t.run()
+        assert t.state.output["fake"].dtype == expected, dtype
+        assert t.state.nonfinite_steps == 0 and not torch.equal(_flat(g), g0)
+        assert torch.isfinite(_flat(g)).all() and _flat(g).dtype == torch.float32  # fp32 master weights
