@@ -12,6 +12,7 @@ people and says what the numbers mean; re-read it when the numbers change.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -30,13 +31,13 @@ EXPERIMENTS = {
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen"],
            ["{out}/cycleshape_abdomen/table.md"], []),
     "p3": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
-            "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0"],
+            "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1"],
            ["{out}/liver/p3/results.md"], ["{out}/liver/p3/dice.png"]),
     "p5": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
             "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1"],
            ["{out}/liver/p5/results.md"], ["{out}/liver/p5/dice.png"]),
     "p4": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver", "--size",
-            "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0"],
+            "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0", "1"],
            ["{out}/liver/p4/results.md"], ["{out}/liver/p4/dice.png"]),
 }
 
@@ -52,7 +53,12 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS))
     p.add_argument("--report-only", action="store_true", help="only rewrite docs/results.md from existing runs")
+    p.add_argument("--threads", type=int, help="OMP/MKL threads per experiment process; CPU results are bitwise "
+                   "reproducible only for the same thread count and torch build (the report says which it used)")
     a = p.parse_args()
+    env = dict(os.environ)
+    if a.threads:
+        env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     fmt = {"data": str(Path(a.data).resolve()), "out": str(Path(a.out).resolve())}
     report = ROOT / "docs" / "results.md"
     text = report.read_text(encoding="utf-8")
@@ -61,7 +67,7 @@ def main() -> None:
         cmd, tables, figures = EXPERIMENTS[name]
         if not a.report_only:
             t0 = time.time()
-            subprocess.run([PY, *[c.format(**fmt) for c in cmd]], cwd=ROOT, check=True)
+            subprocess.run([PY, *[c.format(**fmt) for c in cmd]], cwd=ROOT, check=True, env=env)
             print(f"{name}: {time.time() - t0:.0f} s")
         for k, path in enumerate(tables):
             f = Path(path.format(**fmt))
