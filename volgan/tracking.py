@@ -66,7 +66,7 @@ class PrefixedMLFlowHandler(MLFlowHandler):
 
 
 class MLflowTracking:
-    """Log a bundle's losses, learning rates and validation metrics to MLflow (P-independent; issue #7).
+    """Log a bundle's losses, learning rates and validation metrics to MLflow (every method; issue #7).
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:////abs/path/mlflow.db``, ``http://host:5000``; MLflow 3 has no file store);
