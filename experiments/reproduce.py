@@ -25,7 +25,7 @@ PY = sys.executable
 
 #: name -> (command, table file written by the run, figure files to copy)
 EXPERIMENTS = {
-    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0"],
+    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1"],
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen"],
