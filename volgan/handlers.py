@@ -152,17 +152,25 @@ class ExportNetwork:
         atomic_torch_save({"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, self.path)
 
 
-def scalar_outputs(output: Mapping) -> dict[str, float]:
-    """The 0-d entries of a trainer's output dict (losses, mean scores) as floats, for stats handlers."""
+def _first_item(output: Any) -> Any:
+    """An engine output as one dict: the first item of a decollated list (MONAI repeats the loss in every item)."""
+    return (output[0] if output else {}) if isinstance(output, (list, tuple)) else output
+
+
+def scalar_outputs(output: Any) -> dict[str, float]:
+    """The 0-d entries of an engine's output dict (losses, mean scores) as floats, for stats handlers; a decollated
+    list gives its first item's; anything else none."""
+    output = _first_item(output)
+    if not isinstance(output, Mapping):
+        return {}
     return {str(k): float(v.detach()) for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
 
 
 def loss_output(output: Any) -> float:
     """``output["loss"]`` of a MONAI ``SupervisedTrainer`` as a float, whether or not it decollates its output
     (``from_engine(["loss"])`` gives a one-element tuple for an undecollated dict, which stats handlers ignore)."""
-    if isinstance(output, (list, tuple)):
-        output = output[0]
-    return float(output["loss"].detach()) if isinstance(output["loss"], torch.Tensor) else float(output["loss"])
+    loss = _first_item(output)["loss"]
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
 
 def _mid_slice(x: torch.Tensor, channel: int = 0) -> torch.Tensor:

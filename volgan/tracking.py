@@ -25,13 +25,6 @@ __all__ = ["MLflowTracking", "PrefixedMLFlowHandler"]
 logger = logging.getLogger(__name__)
 
 
-def _scalars(output: Any) -> dict[str, float]:
-    """Scalars of an engine output: a GAN trainer's dict, or MONAI's decollated list / batch dict with ``loss``."""
-    if isinstance(output, (list, tuple)):
-        output = output[0] if output else {}
-    return scalar_outputs(output) if isinstance(output, Mapping) else {}
-
-
 class PrefixedMLFlowHandler(MLFlowHandler):
     """MONAI ``MLFlowHandler`` whose metric names carry a prefix (``<prefix>/<name>``), that logs the learning
     rates of named optimisers (``lr/<name>``) with the iteration scalars, and whose epoch-level step can come from
@@ -39,7 +32,7 @@ class PrefixedMLFlowHandler(MLFlowHandler):
 
     def __init__(self, prefix: str, optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
                  step_fn: Callable[[Engine], int] | None = None, **kwargs):
-        kwargs.setdefault("output_transform", _scalars)
+        kwargs.setdefault("output_transform", scalar_outputs)
         super().__init__(optimizer_param_names=[], **kwargs)
         self.prefix, self.optimizers, self.step_fn = prefix, dict(optimizers or {}), step_fn
 

@@ -137,42 +137,21 @@ class AdversarialTrainerBase(Trainer):
         return contextlib.nullcontext()
 
     def optimise(self, name: str, loss: torch.Tensor, params: Sequence[torch.nn.Parameter] | None = None) -> bool:
-        """Backward ``loss`` and step optimiser ``name``; returns False (step skipped) when non-finite."""
-        if self.grad_accum_steps > 1:
-            return self._optimise_accumulated(name, loss, params)
-        optimizer = self.optimizers[name]
-        scaler = self.scalers[name]
-        optimizer.zero_grad(set_to_none=True)
-        if scaler.is_enabled():
-            scaler.scale(loss).backward()
-            scale_before = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            finite = scaler.get_scale() >= scale_before  # the scale shrinks exactly when the step was skipped
-        else:
-            finite = bool(torch.isfinite(loss.detach()))
-            if finite:
-                loss.backward()
-                finite = _grads_finite(optimizer, params)
-            if finite:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        self._track_finite(name, finite)
-        return finite
+        """Backward ``loss`` and step optimiser ``name``; returns False (step skipped) when non-finite.
 
-    def _optimise_accumulated(self, name: str, loss: torch.Tensor,
-                              params: Sequence[torch.nn.Parameter] | None = None) -> bool:
-        """``optimise`` with gradient accumulation: backward ``loss / n`` now, step at the end of the window (a
-        window with a non-finite loss or gradient is skipped as a whole). Returns False only for a skipped step."""
+        With ``grad_accum_steps`` n > 1 the backward is of ``loss / n`` and the step waits for the end of the
+        window (n calls, or the end of the epoch); a window with a non-finite loss or gradient is skipped as a
+        whole. Calls inside a window return True."""
         optimizer, scaler, n = self.optimizers[name], self.scalers[name], self.grad_accum_steps
         count = self._accum_count.get(name, 0)
         if count == 0:
             optimizer.zero_grad(set_to_none=True)
             self._accum_bad[name] = False
+        scaled = loss / n if n > 1 else loss
         if scaler.is_enabled():
-            scaler.scale(loss / n).backward()
+            scaler.scale(scaled).backward()
         elif bool(torch.isfinite(loss.detach())):
-            (loss / n).backward()
+            scaled.backward()
         else:
             self._accum_bad[name] = True
         count += 1
@@ -186,7 +165,7 @@ class AdversarialTrainerBase(Trainer):
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-            finite = scaler.get_scale() >= scale_before
+            finite = scaler.get_scale() >= scale_before  # the scale shrinks exactly when the step was skipped
         else:
             finite = not self._accum_bad[name] and _grads_finite(optimizer, params)
             if finite:
