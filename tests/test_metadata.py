@@ -54,3 +54,36 @@ def test_bundle_interface_ids(bundle):
         assert k in infer, k
     assert (cfg / "multi_gpu_train.yaml").is_file() and (cfg / "evaluate.yaml").is_file()
     assert (cfg / "logging.conf").is_file()
+
+
+def _optimizer_ids(node, prefix=""):
+    """Config ids of every torch.optim.Adam in a parsed train.yaml (expression or _target_ form)."""
+    if isinstance(node, dict):
+        if node.get("_target_") == "torch.optim.Adam":
+            yield prefix
+            return
+        for k, v in node.items():
+            yield from _optimizer_ids(v, f"{prefix}#{k}" if prefix else str(k))
+    elif isinstance(node, str) and "torch.optim.Adam(" in node:
+        yield prefix
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
+def test_every_optimiser_is_fused_on_cuda_only(bundle):
+    """#8: fused Adam on CUDA (faster; non-finite steps skipped on the device without a host sync), the default
+    for-loop Adam on a CPU. ``fused_optim`` is forced on here to instantiate every optimiser fused on the CPU."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.yaml"))
+    ids = list(_optimizer_ids(parser.get()))
+    assert ids, "no optimiser found"
+    parser["device"] = "$torch.device('cpu')"
+    assert parser.get_parsed_content("fused_optim") is False
+    parser["device"] = "$torch.device('cuda')"
+    assert parser.get_parsed_content("fused_optim", lazy=False) is True
+    parser["device"] = "$torch.device('cpu')"
+    parser["fused_optim"] = True
+    for i in ids:
+        opt = parser.get_parsed_content(i, lazy=False)
+        assert all(g["fused"] for g in opt.param_groups), i

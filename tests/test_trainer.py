@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from ignite.engine import Events
 
 from volgan.engines import ConditionalGanTrainer, ImagePool, NonFiniteLossError
 from volgan.networks import PatchDiscriminator, SNUNetGenerator
@@ -184,3 +185,101 @@ def test_cpu_bf16_autocast_on_request_only():
         assert t.state.output["fake"].dtype == expected, dtype
         assert t.state.nonfinite_steps == 0 and not torch.equal(_flat(g), g0)
         assert torch.isfinite(_flat(g)).all() and _flat(g).dtype == torch.float32  # fp32 master weights
+
+
+def _fused_gan_trainer(n=8, **kwargs):
+    torch.manual_seed(0)
+    g = SNUNetGenerator(3, 5, 1, channels=(4, 8), spectral=False)
+    d = PatchDiscriminator(3, 1, 5, channels=(4, 8), strides=(2, 2), spectral=False)
+    og = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.0, 0.9), fused=True)
+    od = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.0, 0.9), fused=True)
+    gen = torch.Generator().manual_seed(0)
+    lab = torch.randint(0, 5, (n, 16, 16, 16), generator=gen)
+    data = [{"cond": torch.nn.functional.one_hot(lab[i], 5).permute(3, 0, 1, 2)[None].float(),
+             "image": torch.rand(1, 1, 16, 16, 16, generator=gen) * 2 - 1} for i in range(n)]
+    t = ConditionalGanTrainer("cpu", 1, data, g, d, og, od, pool=ImagePool(0), epoch_length=n, **kwargs)
+    return t, g, d
+
+
+class _NaNAt(torch.nn.Module):
+    """LSGAN loss that is NaN at the given iterations (every iteration when ``at`` is None)."""
+
+    def __init__(self, engine, at=None):
+        super().__init__()
+        self.engine, self.at = engine, at
+
+    def forward(self, x, target_is_real, for_discriminator=True):
+        loss = torch.mean((x - float(target_is_real)) ** 2)
+        return loss * float("nan") if self.at is None or self.engine.state.iteration in self.at else loss
+
+
+def _host_reads(monkeypatch, t):
+    """Count host reads of tensors (bool/item/tolist/float/int) made inside ``t.optimise``, per iteration."""
+    reads, inside = {}, [False]
+    for meth in ("__bool__", "item", "tolist", "__float__", "__int__"):
+        orig = getattr(torch.Tensor, meth)
+
+        def wrapped(self, *a, _orig=orig, **k):
+            if inside[0]:
+                reads[t.state.iteration] = reads.get(t.state.iteration, 0) + 1
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, meth, wrapped)
+    optimise = t.optimise
+
+    def counted(*a, **k):
+        inside[0] = True
+        try:
+            return optimise(*a, **k)
+        finally:
+            inside[0] = False
+    monkeypatch.setattr(t, "optimise", counted)
+    return reads
+
+
+def test_deferred_nonfinite_check_skips_on_the_device_without_host_syncs(monkeypatch):
+    """nonfinite_check_interval=4 with fused optimisers (the CUDA default is 50): a NaN step is skipped on the
+    device (weights and Adam state unchanged), no tensor is read on the host inside ``optimise`` except at the
+    checks (iterations 4 and 8), and the skipped steps are counted at the check."""
+    t, g, d = _fused_gan_trainer(nonfinite_check_interval=4)
+    t.adv_loss = _NaNAt(t, at={2})
+    reads = _host_reads(monkeypatch, t)
+    seen = {}
+
+    @t.on(Events.ITERATION_COMPLETED)
+    def _record(engine):
+        seen[engine.state.iteration] = (_flat(g), _flat(d), engine.state.nonfinite_steps,
+                                        int(t.optimizers["d"].state[next(d.parameters())]["step"]))
+
+    t.run()
+    assert torch.equal(seen[2][0], seen[1][0]) and torch.equal(seen[2][1], seen[1][1])  # G and D skipped
+    assert seen[2][3] == seen[1][3] == 1 and seen[3][3] == 2  # Adam's step count did not advance
+    assert not torch.equal(seen[3][0], seen[2][0])  # later steps go on
+    assert [seen[i][2] for i in (1, 2, 3, 4, 8)] == [0, 0, 0, 2, 2]  # D and G of iteration 2, counted at 4
+    assert set(reads) == {4, 8}, reads  # host reads only at the checks
+    assert torch.isfinite(_flat(g)).all() and torch.isfinite(_flat(d)).all()
+
+
+def test_deferred_nonfinite_check_stops_at_the_check():
+    t, g, d = _fused_gan_trainer(nonfinite_check_interval=4, max_nonfinite_steps=3)
+    t.adv_loss = _NaNAt(t)
+    g0, d0 = _flat(g), _flat(d)
+    with pytest.raises(NonFiniteLossError, match="consecutive non-finite"):
+        t.run()
+    assert t.state.iteration == 4 and t.state.nonfinite_steps >= 3
+    assert torch.equal(g0, _flat(g)) and torch.equal(d0, _flat(d))  # every step was skipped on the device
+
+
+def test_deferred_check_with_an_unfused_optimiser_falls_back_to_a_host_check(caplog):
+    g, d, og, od = _plain_gan()
+    t, _, _ = _fused_gan_trainer(nonfinite_check_interval=4)
+    t2 = ConditionalGanTrainer("cpu", 1, t.data_loader, g, d, og, od, pool=ImagePool(0), epoch_length=2,
+                               nonfinite_check_interval=4)
+    t2.adv_loss = _NaNAt(t2, at={1})
+    g0 = _flat(g)
+    with caplog.at_level("WARNING"):
+        t2.run()
+    assert "is not fused" in caplog.text
+    assert t2.state.nonfinite_steps == 2  # counted the step it happened (D and G of iteration 1)
+    assert torch.isfinite(_flat(g)).all() and not torch.equal(g0, _flat(g))
+    with pytest.raises(ValueError, match="nonfinite_check_interval"):
+        ConditionalGanTrainer("cpu", 1, t.data_loader, g, d, og, od, nonfinite_check_interval=0)

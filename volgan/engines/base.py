@@ -18,6 +18,9 @@ __all__ = ["AdversarialTrainerBase", "NonFiniteLossError", "plain_tensor", "set_
 
 logger = logging.getLogger(__name__)
 
+#: default iterations between host reads of the non-finite flags on CUDA (on a CPU: every step)
+CUDA_NONFINITE_CHECK_INTERVAL = 50
+
 
 class NonFiniteLossError(VolganError, RuntimeError):
     """Raised after too many consecutive non-finite losses or gradients."""
@@ -38,11 +41,20 @@ def set_requires_grad(nets: torch.nn.Module | Iterable[torch.nn.Module], flag: b
             p.requires_grad_(flag)
 
 
-def _grads_finite(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter] | None = None) -> bool:
-    """Whether every gradient of ``params`` (default: the optimiser's) is finite (one host sync)."""
+def _finite_flag(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter] | None,
+                 device: torch.device) -> torch.Tensor:
+    """Device-side bool: every gradient of ``params`` (default: the optimiser's) is finite (no host sync)."""
     params = params if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
-    grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack([g.detach().abs().max() for g in grads]).max()))
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool, device=device)
+    return torch.isfinite(torch.stack([g.abs().amax().float() for g in grads]).amax())
+
+
+def _supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` honours ``optimizer.found_inf`` (fused Adam/AdamW/SGD: a skip on the device)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and any(
+        g.get("fused") for g in optimizer.param_groups)
 
 
 class AdversarialTrainerBase(Trainer):
@@ -68,6 +80,12 @@ class AdversarialTrainerBase(Trainer):
         max_nonfinite_steps: consecutive non-finite steps tolerated before stopping (0 = never stop).
         grad_accum_steps: ``optimise`` calls per optimiser step (1 = step every call).
         cudnn_benchmark: on CUDA, let cuDNN pick the fastest convolution algorithms (not bitwise deterministic).
+        nonfinite_check_interval: iterations between host reads of the per-step finite flags. 1 (default on a
+            CPU): each step is checked on the host (one sync) and a non-finite one is reported the step it
+            happens. > 1 (default 50 on CUDA): no host sync in the iteration; the skip itself happens on the
+            device (GradScaler, or ``found_inf`` of a fused optimiser, e.g. ``Adam(..., fused=True)``); counting,
+            the warning and the stop come at the next check (every n iterations and at the end of each epoch).
+            A non-fused optimiser without a GradScaler falls back to one sync per step (warned once).
     """
 
     def __init__(
@@ -85,9 +103,17 @@ class AdversarialTrainerBase(Trainer):
         max_nonfinite_steps: int = 10,
         grad_accum_steps: int = 1,
         cudnn_benchmark: bool = True,
+        nonfinite_check_interval: int | None = None,
         **kwargs: Any,
     ):
         device = resolve_device(device)
+        if nonfinite_check_interval is None:
+            nonfinite_check_interval = CUDA_NONFINITE_CHECK_INTERVAL if device.type == "cuda" else 1
+        if int(nonfinite_check_interval) < 1:
+            raise ValueError(f"nonfinite_check_interval must be >= 1, got {nonfinite_check_interval}")
+        self.nonfinite_check_interval = int(nonfinite_check_interval)
+        self._pending_finite: list[tuple[str, int, torch.Tensor]] = []
+        self._warned_sync: set[str] = set()
         use_amp = amp_enabled(amp, device)
         if non_blocking is None:
             non_blocking = device.type == "cuda"
@@ -97,7 +123,7 @@ class AdversarialTrainerBase(Trainer):
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         self.grad_accum_steps = int(grad_accum_steps)
         self._accum_count: dict[str, int] = {}
-        self._accum_bad: dict[str, bool] = {}
+        self._accum_ok: dict[str, torch.Tensor] = {}
         super().__init__(
             device=device,
             max_epochs=int(max_epochs),
@@ -137,23 +163,21 @@ class AdversarialTrainerBase(Trainer):
         return contextlib.nullcontext()
 
     def optimise(self, name: str, loss: torch.Tensor, params: Sequence[torch.nn.Parameter] | None = None) -> bool:
-        """Backward ``loss`` and step optimiser ``name``; returns False (step skipped) when non-finite.
+        """Backward ``loss`` and step optimiser ``name``; the step is skipped when the loss or a gradient is not finite.
 
         With ``grad_accum_steps`` n > 1 the backward is of ``loss / n`` and the step waits for the end of the
         window (n calls, or the end of the epoch); a window with a non-finite loss or gradient is skipped as a
-        whole. Calls inside a window return True."""
+        whole. Returns False when the step was skipped and the check is per step; True inside a window and when
+        the check is deferred (``nonfinite_check_interval`` > 1: the skip happens on the device, the count and the
+        stop at the next check)."""
         optimizer, scaler, n = self.optimizers[name], self.scalers[name], self.grad_accum_steps
         count = self._accum_count.get(name, 0)
         if count == 0:
             optimizer.zero_grad(set_to_none=True)
-            self._accum_bad[name] = False
+        loss_ok = torch.isfinite(loss.detach()).all()
+        self._accum_ok[name] = loss_ok if count == 0 else self._accum_ok[name] & loss_ok
         scaled = loss / n if n > 1 else loss
-        if scaler.is_enabled():
-            scaler.scale(scaled).backward()
-        elif bool(torch.isfinite(loss.detach())):
-            scaled.backward()
-        else:
-            self._accum_bad[name] = True
+        (scaler.scale(scaled) if scaler.is_enabled() else scaled).backward()
         count += 1
         epoch_length = self.state.epoch_length or 0
         end_of_epoch = epoch_length > 0 and self.state.iteration % epoch_length == 0
@@ -161,20 +185,47 @@ class AdversarialTrainerBase(Trainer):
             self._accum_count[name] = count
             return True
         self._accum_count[name] = 0
-        if scaler.is_enabled():
-            scale_before = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            finite = scaler.get_scale() >= scale_before  # the scale shrinks exactly when the step was skipped
-        else:
-            finite = not self._accum_bad[name] and _grads_finite(optimizer, params)
-            if finite:
+        ok = self._accum_ok.pop(name) & _finite_flag(optimizer, params, loss.device)  # scaled grads: inf iff unscaled
+        on_device = self.nonfinite_check_interval > 1 and (scaler.is_enabled() or _supports_found_inf(optimizer))
+        if not on_device:
+            if self.nonfinite_check_interval > 1 and name not in self._warned_sync:
+                self._warned_sync.add(name)
+                logger.warning("optimizer %r is not fused: skipping its non-finite steps needs a host sync per step "
+                               "(build it with fused=True for sync-free steps)", name)
+            finite = bool(ok)  # the one host sync of the step
+            if scaler.is_enabled():
+                scaler.step(optimizer)  # skips on its own inf check, which agrees with ``ok``
+                scaler.update()
+            elif finite:
                 optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self._track_finite(name, finite)
+            return finite
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # sync-free for fused optimisers (found_inf stays on the device)
+            scaler.update()
+        else:
+            optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]  # the contract GradScaler uses
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf  # type: ignore[attr-defined]
         optimizer.zero_grad(set_to_none=True)
-        self._track_finite(name, finite)
-        return finite
+        self._pending_finite.append((name, self.state.iteration, ok))
+        if end_of_epoch or self.state.iteration % self.nonfinite_check_interval == 0:
+            self.check_nonfinite()
+        return True
 
-    def _track_finite(self, name: str, finite: bool) -> None:
+    def check_nonfinite(self) -> None:
+        """Read the deferred per-step finite flags (one host sync), count and log skipped steps, stop when too many."""
+        pending, self._pending_finite = self._pending_finite, []
+        if pending:
+            flags = torch.stack([f for _, _, f in pending]).cpu().tolist()
+            for (name, iteration, _), finite in zip(pending, flags):
+                self._track_finite(name, bool(finite), iteration)
+
+    def _track_finite(self, name: str, finite: bool, iteration: int | None = None) -> None:
+        iteration = self.state.iteration if iteration is None else iteration
         if finite:
             self._consecutive_nonfinite = 0
             return
@@ -182,11 +233,11 @@ class AdversarialTrainerBase(Trainer):
         self._consecutive_nonfinite += 1
         logger.warning(
             "iteration %s: non-finite %s loss or gradient, step skipped (%d in a row)",
-            self.state.iteration, name, self._consecutive_nonfinite,
+            iteration, name, self._consecutive_nonfinite,
         )
         if self.max_nonfinite_steps and self._consecutive_nonfinite >= self.max_nonfinite_steps:
             raise NonFiniteLossError(
                 f"{self._consecutive_nonfinite} consecutive non-finite steps (last: {name} at iteration "
-                f"{self.state.iteration}); stopping. The last saved checkpoint is intact: lower the learning rate "
+                f"{iteration}); stopping. The last saved checkpoint is intact: lower the learning rate "
                 "or check the data for NaN/Inf and resume."
             )
