@@ -2,11 +2,17 @@
 beside it:
 
     python experiments/reproduce.py --data ../shared/data --out runs [--only p1 p3]
+    python experiments/reproduce.py --smoke --out /tmp/smoke     # every experiment at toy scale, minutes
+
 
 Runs each experiment with the settings the report states (each is resumable: finished settings are not re-run),
 then rewrites the blocks between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in docs/results.md with
 the freshly written tables and copies the figures to docs/figures/. The prose around the tables is written by
 people and says what the numbers mean; re-read it when the numbers change.
+
+``--smoke`` runs the same commands with toy budgets (one seed, one epoch or a few iterations, small images) and
+writes the report to ``OUT/results.md`` and ``OUT/figures/`` instead of ``docs/``: a check that the one command
+goes through end to end, not a result.
 """
 
 from __future__ import annotations
@@ -42,6 +48,34 @@ EXPERIMENTS = {
 }
 
 
+#: --smoke: option -> values replacing the report's budgets (the tables it writes are not results)
+SMOKE = {
+    "p1": {"--gan-epochs": ["1"], "--seg-iterations": ["2"], "--seeds": ["0"]},
+    "p2": {"--epochs": ["1", "1", "1"]},
+    "p3": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"]},
+    "p5": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
+    "p4": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
+}
+
+
+def with_options(cmd: list[str], options: dict[str, list[str]]) -> list[str]:
+    """``cmd`` with the values of each option in ``options`` replaced (the option appended when absent)."""
+    out, k, seen = [], 0, set()
+    while k < len(cmd):
+        tok = cmd[k]
+        out.append(tok)
+        k += 1
+        if tok in options:
+            seen.add(tok)
+            out += options[tok]
+            while k < len(cmd) and not cmd[k].startswith("--"):
+                k += 1
+    for opt, vals in options.items():
+        if opt not in seen:
+            out += [opt, *vals]
+    return out
+
+
 def table_of(md: str) -> str:
     """The Markdown table(s) of a results file (the lines starting with '|')."""
     return "\n".join(line for line in md.splitlines() if line.startswith("|"))
@@ -53,6 +87,7 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS))
     p.add_argument("--report-only", action="store_true", help="only rewrite docs/results.md from existing runs")
+    p.add_argument("--smoke", action="store_true", help="toy budgets; report to OUT/results.md, not docs/")
     p.add_argument("--threads", type=int, help="OMP/MKL threads per experiment process; CPU results are bitwise "
                    "reproducible only for the same thread count and torch build (the report says which it used)")
     a = p.parse_args()
@@ -62,9 +97,14 @@ def main() -> None:
     fmt = {"data": str(Path(a.data).resolve()), "out": str(Path(a.out).resolve())}
     report = ROOT / "docs" / "results.md"
     text = report.read_text(encoding="utf-8")
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+    if a.smoke:
+        report = Path(fmt["out"]) / "results.md"
+    figures_dir = report.parent / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
     for name in a.only or EXPERIMENTS:
         cmd, tables, figures = EXPERIMENTS[name]
+        if a.smoke:
+            cmd = with_options(cmd, SMOKE[name])
         if not a.report_only:
             t0 = time.time()
             subprocess.run([PY, *[c.format(**fmt) for c in cmd]], cwd=ROOT, check=True, env=env)
@@ -80,7 +120,7 @@ def main() -> None:
         for fig in figures:
             f = Path(fig.format(**fmt))
             if f.is_file():
-                shutil.copyfile(f, ROOT / "docs" / "figures" / f"{name}_{f.name}")
+                shutil.copyfile(f, figures_dir / f"{name}_{f.name}")
     report.write_text(text, encoding="utf-8")
     print(f"wrote {report}")
 
