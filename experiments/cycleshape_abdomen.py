@@ -1,6 +1,6 @@
 """P2 at small scale on real abdominal CT and MRI (TotalSegmentator examples in ../shared/data).
 
-    python experiments/cycleshape_abdomen.py --data ../shared/data --out runs/cycleshape_abdomen [--iters-scale 1]
+    python experiments/cycleshape_abdomen.py --data ../shared/data --out runs/cycleshape_abdomen [--seeds 0 1]
 
 Domain A = CT (example_ct.nii.gz, organ labels example_seg_fast_force_split.nii.gz), domain B = MRI
 (example_mr_sm.nii.gz, example_seg_mr.nii.gz); shared classes by name: spleen, kidney_right, kidney_left, liver
@@ -31,6 +31,8 @@ def slab(src_img: Path, src_lab: Path, z0: int, z1: int, out: Path, name: str) -
     aff = img.affine.copy()
     aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z0]) + img.affine[:3, 3]
     ip, lp = out / f"{name}_image.nii.gz", out / f"{name}_label.nii.gz"
+    if ip.is_file() and lp.is_file():  # written once (parallel seeds share them)
+        return {"image": str(ip), "label": str(lp)}
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., z0:z1].astype(np.float32), aff), str(ip))
     nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[..., z0:z1].astype(np.uint8), aff), str(lp))
     return {"image": str(ip), "label": str(lp)}
@@ -40,8 +42,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="runs/cycleshape_abdomen")
-    p.add_argument("--epochs", type=int, nargs=3, default=[5, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, nargs=3, default=[50, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one GAN run per seed and mode; resumable")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     root = Path(args.data) / "ct_mr_abdomen_totalseg"
@@ -60,33 +62,46 @@ def main() -> None:
     }
     for k, v in lists.items():
         (out / f"{k}.json").write_text(json.dumps({"training": v}), encoding="utf-8")
-    common = dict(device=args.device, seed=args.seed, label_map_a=map_a, label_map_b=map_b, num_classes=len(CLASSES) + 1,
+    for k in ("train_a", "train_b"):  # one copy of each training slab: the segmentors' Dice where they trained
+        (out / f"{k}1.json").write_text(json.dumps({"training": lists[k][:1]}), encoding="utf-8")
+    common = dict(device=args.device, label_map_a=map_a, label_map_b=map_b, num_classes=len(CLASSES) + 1,
                   patch_size=[64, 64, 16], gen_channels=[16, 32, 64, 64], disc_channels=[32, 64, 128, 128],
                   disc_strides=[2, 2, 1, 1], seg_channels=[16, 32, 64, 128], pool_size=10, log_interval=20,
                   image_interval=40, amp=False)
     pre_s, pre_gd, joint = args.epochs
-    times = {}
-    for mode in ("cyclegan", "ada", "ours"):
-        t0 = time.time()
-        run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(out / "train_a.json"), domain_b=str(out / "train_b.json"),
-                   output_dir=str(out / mode), mode=mode, pretrain_s_epochs=pre_s, pretrain_gd_epochs=pre_gd,
-                   max_epochs=pre_s + pre_gd + joint, decay_epochs=max(joint // 2, 1), early_stop_patience=0,
-                   resume=False, **common)
-        times[mode] = time.time() - t0
-    rows = []
-    for mode in ("cyclegan", "ada", "ours"):
-        res = run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(out / "test_a.json"),
-                         test_b=str(out / "test_b.json"), ckpt_dir=str(out / mode), ref_dir=str(out / "cyclegan"),
-                         output_dir=str(out / f"eval_{mode}"), device=args.device, num_classes=len(CLASSES) + 1,
-                         label_map_a=map_a, label_map_b=map_b, gen_channels=common["gen_channels"],
-                         seg_channels=common["seg_channels"], roi_size=[64, 64, 16], title=mode)
-        r = json.loads((out / f"eval_{mode}" / "results.json").read_text(encoding="utf-8"))["results"]
-        rows.append((mode, *[r[k]["summary"]["mean fg Dice"][0] for k in
-                             ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")], times[mode]))
-        del res
-    table = ["| mode | S-score CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train s |",
-             "|---|---:|---:|---:|---:|---:|"]
-    table += [f"| {m} | {a:.3f} | {b:.3f} | {c:.3f} | {d:.3f} | {t:.0f} |" for m, a, b, c, d, t in rows]
+    rows = {}
+    for seed in args.seeds:
+        run = out / f"seed{seed}"
+        for mode in ("cyclegan", "ada", "ours"):
+            if not (run / mode / "model.pt").is_file() or not (run / mode / "train_seconds.txt").is_file():
+                t0 = time.time()
+                run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(out / "train_a.json"),
+                           domain_b=str(out / "train_b.json"), output_dir=str(run / mode), mode=mode,
+                           pretrain_s_epochs=pre_s, pretrain_gd_epochs=pre_gd, max_epochs=pre_s + pre_gd + joint,
+                           decay_epochs=max(joint // 2, 1), early_stop_patience=0, resume=False, seed=seed, **common)
+                (run / mode / "train_seconds.txt").write_text(f"{time.time() - t0:.0f}\n")
+        for mode in ("cyclegan", "ada", "ours"):
+            cells = []
+            for split, (ta, tb) in {"test": ("test_a", "test_b"), "train": ("train_a1", "train_b1")}.items():
+                res_dir = run / f"eval_{split}_{mode}"
+                if not (res_dir / "results.json").is_file():
+                    run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(out / f"{ta}.json"),
+                               test_b=str(out / f"{tb}.json"), ckpt_dir=str(run / mode), ref_dir=str(run / "cyclegan"),
+                               output_dir=str(res_dir), device=args.device, num_classes=len(CLASSES) + 1,
+                               label_map_a=map_a, label_map_b=map_b, gen_channels=common["gen_channels"],
+                               seg_channels=common["seg_channels"], roi_size=[64, 64, 16], title=f"{mode} ({split})")
+                r = json.loads((res_dir / "results.json").read_text(encoding="utf-8"))["results"]
+                keys = ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")
+                cells += [r[k]["summary"]["mean fg Dice"][0] for k in keys]
+            cells.append(float((run / mode / "train_seconds.txt").read_text()))
+            rows.setdefault(mode, []).append(cells)
+    table = ["| mode | S-score CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train slabs: S-score "
+             "CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, per_seed in rows.items():
+        arr = np.asarray(per_seed)
+        cols = [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(arr[:, :-1].mean(0), arr[:, :-1].std(0))]
+        table.append(f"| {mode} | {' | '.join(cols)} | {arr[:, -1].mean():.0f} |")
     text = "\n".join(table)
     (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)

@@ -34,7 +34,8 @@ EXPERIMENTS = {
     "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1"],
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
-    "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen"],
+    "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
+            "0", "1"],
            ["{out}/cycleshape_abdomen/table.md"], []),
     "p3": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
             "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1"],
@@ -51,7 +52,7 @@ EXPERIMENTS = {
 #: --smoke: option -> values replacing the report's budgets (the tables it writes are not results)
 SMOKE = {
     "p1": {"--gan-epochs": ["1"], "--seg-iterations": ["2"], "--seeds": ["0"]},
-    "p2": {"--epochs": ["1", "1", "1"]},
+    "p2": {"--epochs": ["1", "1", "1"], "--seeds": ["0"]},
     "p3": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"]},
     "p5": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p4": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
