@@ -42,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="runs/cycleshape_abdomen")
-    p.add_argument("--epochs", type=int, nargs=3, default=[50, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
+    p.add_argument("--epochs", type=int, nargs=3, default=[150, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one GAN run per seed and mode; resumable")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()

@@ -69,8 +69,8 @@ def _optimizer_ids(node, prefix=""):
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
-def test_every_optimiser_is_fused_on_cuda_only(bundle):
-    """#8: fused Adam on CUDA (faster; non-finite steps skipped on the device without a host sync), the default
+def test_every_optimiser_is_fused_and_every_loader_pinned_on_cuda_only(bundle):
+    """#8: pinned training batches and fused Adam on CUDA (faster; non-finite steps skipped on the device without a host sync), the default
     for-loop Adam on a CPU. ``fused_optim`` is forced on here to instantiate every optimiser fused on the CPU."""
     from monai.bundle import ConfigParser
 
@@ -79,9 +79,14 @@ def test_every_optimiser_is_fused_on_cuda_only(bundle):
     ids = list(_optimizer_ids(parser.get()))
     assert ids, "no optimiser found"
     parser["device"] = "$torch.device('cpu')"
-    assert parser.get_parsed_content("fused_optim") is False
+    assert parser.get_parsed_content("fused_optim") is False and parser.get_parsed_content("pin_memory") is False
     parser["device"] = "$torch.device('cuda')"
     assert parser.get_parsed_content("fused_optim", lazy=False) is True
+    assert parser.get_parsed_content("pin_memory", lazy=False) is True
+    for cfg in ("train.yaml", "multi_gpu_train.yaml"):  # every training loader pins memory on CUDA
+        loaders = [ln for ln in (bundle / "configs" / cfg).read_text(encoding="utf-8").splitlines()
+                   if "DataLoader(" in ln and "val_dataloader" not in ln and "@validate#" not in ln]
+        assert all("pin_memory=@pin_memory" in ln for ln in loaders), cfg
     parser["device"] = "$torch.device('cpu')"
     parser["fused_optim"] = True
     for i in ids:
