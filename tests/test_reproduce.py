@@ -44,7 +44,7 @@ def test_report_only_smoke_rewrites_the_tables_of_a_copy_not_docs(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "ct_mr_abdomen_totalseg").is_dir(), reason="needs ../shared/data")
 def test_smoke_runs_every_experiment_end_to_end(tmp_path):
-    """All five experiments through the one command at toy budgets (about 15 min on 2 cores)."""
+    """All five experiments through the one command at toy budgets (about 3 min on 2 idle cores)."""
     subprocess.run([sys.executable, str(ROOT / "experiments" / "reproduce.py"), "--smoke", "--data",
                     str(SHARED_DATA), "--out", str(tmp_path)], check=True, cwd=ROOT)
     out = (tmp_path / "results.md").read_text(encoding="utf-8")
