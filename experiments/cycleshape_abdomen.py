@@ -24,15 +24,17 @@ from volgan.bundle import run_bundle
 from volgan.data import shared_label_mapping
 
 CLASSES = ["spleen", "kidney_right", "kidney_left", "liver"]
+#: the evaluate bundle's result rows in the table, per split
+SCORES = ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")
 
 
 def slab(src_img: Path, src_lab: Path, z0: int, z1: int, out: Path, name: str) -> dict:
-    img, lab = nib.load(str(src_img)), nib.load(str(src_lab))
-    aff = img.affine.copy()
-    aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z0]) + img.affine[:3, 3]
     ip, lp = out / f"{name}_image.nii.gz", out / f"{name}_label.nii.gz"
     if ip.is_file() and lp.is_file():  # written once (parallel seeds share them)
         return {"image": str(ip), "label": str(lp)}
+    img, lab = nib.load(str(src_img)), nib.load(str(src_lab))
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z0]) + img.affine[:3, 3]
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., z0:z1].astype(np.float32), aff), str(ip))
     nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[..., z0:z1].astype(np.uint8), aff), str(lp))
     return {"image": str(ip), "label": str(lp)}
@@ -91,8 +93,7 @@ def main() -> None:
                                label_map_a=map_a, label_map_b=map_b, gen_channels=common["gen_channels"],
                                seg_channels=common["seg_channels"], roi_size=[64, 64, 16], title=f"{mode} ({split})")
                 r = json.loads((res_dir / "results.json").read_text(encoding="utf-8"))["results"]
-                keys = ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")
-                cells += [r[k]["summary"]["mean fg Dice"][0] for k in keys]
+                cells += [r[k]["summary"]["mean fg Dice"][0] for k in SCORES]
             cells.append(float((run / mode / "train_seconds.txt").read_text()))
             rows.setdefault(mode, []).append(cells)
     table = ["| mode | S-score CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train slabs: S-score "

@@ -187,30 +187,28 @@ class AdversarialTrainerBase(Trainer):
         self._accum_count[name] = 0
         ok = self._accum_ok.pop(name) & _finite_flag(optimizer, params, loss.device)  # scaled grads: inf iff unscaled
         on_device = self.nonfinite_check_interval > 1 and (scaler.is_enabled() or _supports_found_inf(optimizer))
+        finite = True
         if not on_device:
             if self.nonfinite_check_interval > 1 and name not in self._warned_sync:
                 self._warned_sync.add(name)
                 logger.warning("optimizer %r is not fused: skipping its non-finite steps needs a host sync per step "
                                "(build it with fused=True for sync-free steps)", name)
             finite = bool(ok)  # the one host sync of the step
-            if scaler.is_enabled():
-                scaler.step(optimizer)  # skips on its own inf check, which agrees with ``ok``
-                scaler.update()
-            elif finite:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            self._track_finite(name, finite)
-            return finite
         if scaler.is_enabled():
-            scaler.step(optimizer)  # sync-free for fused optimisers (found_inf stays on the device)
+            scaler.step(optimizer)  # skips on its own inf check, which agrees with ``ok``; sync-free when fused
             scaler.update()
-        else:
+        elif on_device:
             optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]  # the contract GradScaler uses
             try:
                 optimizer.step()
             finally:
                 del optimizer.found_inf  # type: ignore[attr-defined]
+        elif finite:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if not on_device:
+            self._track_finite(name, finite, self.state.iteration)
+            return finite
         self._pending_finite.append((name, self.state.iteration, ok))
         if end_of_epoch or self.state.iteration % self.nonfinite_check_interval == 0:
             self.check_nonfinite()
@@ -224,8 +222,7 @@ class AdversarialTrainerBase(Trainer):
             for (name, iteration, _), finite in zip(pending, flags):
                 self._track_finite(name, bool(finite), iteration)
 
-    def _track_finite(self, name: str, finite: bool, iteration: int | None = None) -> None:
-        iteration = self.state.iteration if iteration is None else iteration
+    def _track_finite(self, name: str, finite: bool, iteration: int) -> None:
         if finite:
             self._consecutive_nonfinite = 0
             return
