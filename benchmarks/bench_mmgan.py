@@ -102,15 +102,15 @@ def _sample_label_map(shape):
 def _synth_child(args):
     """Run in a subprocess: one synthesis configuration; prints JSON with time and peak memory."""
 
-    from volgan.inference import make_inferer
+    from volgan.inferers import sliding_window_inferer as make_inferer
 
     device = torch.device(args.device)
     shape = tuple(args.shape)
     g, _ = _nets(args.channels, [8, 8, 8], device)
     if args.ckpt:
-        from volgan.utils import safe_torch_load
+        from volgan.io import load_weights
 
-        g.load_state_dict(safe_torch_load(args.ckpt, device)["model"])
+        load_weights(g, args.ckpt, device)
     g.eval()
     lab = _sample_label_map(shape)
     x = torch.nn.functional.one_hot(lab, 5).permute(0, 4, 1, 2, 3).float().to(device)

@@ -203,7 +203,7 @@ class CycleShape(Method):
     def _build(self, size):
         from volgan.engines import ImagePool
         from volgan.losses import CycleConsistencyLoss, LSGANLoss, ShapeConsistencyLoss
-        from volgan.networks import PatchDiscriminator, cycle_generator, make_cycle_segmentor
+        from volgan.networks import PatchDiscriminator, cycle_generator, make_segmentor
 
         gch, dch, dstr, sch = self.widths()
 
@@ -212,7 +212,7 @@ class CycleShape(Method):
 
         return SimpleNamespace(
             g_a=cycle_generator(3, 1, 1, gch), g_b=cycle_generator(3, 1, 1, gch), d_a=disc(), d_b=disc(),
-            s_a=make_cycle_segmentor("unet", 3, 1, 5, sch), s_b=make_cycle_segmentor("unet", 3, 1, 5, sch),
+            s_a=make_segmentor("unet", 3, 1, 5, sch), s_b=make_segmentor("unet", 3, 1, 5, sch),
             pool_a=ImagePool(50, seed=0), pool_b=ImagePool(50, seed=1), adv=LSGANLoss(),
             cycle=CycleConsistencyLoss(10.0), shape=ShapeConsistencyLoss(1.0))
 
@@ -307,7 +307,7 @@ class WganPairs(Method):
                                 "label": torch.randint(0, 2, shape, generator=gen)}, channels_last) for _ in range(n)]
 
     def _real(self, b, st):
-        from volgan.engines import to_pair
+        from volgan.data import to_pair
 
         real = to_pair(b["image"], b["label"])
         return (real.contiguous(memory_format=torch.channels_last) if st.channels_last else real), None, None
@@ -377,7 +377,7 @@ class AdversarialUNet(WganPairs):
                                 for s in ("i", "j") for k in ("image", "label")}, channels_last) for _ in range(n)]
 
     def _real(self, b, st):
-        from volgan.engines import to_pair
+        from volgan.data import to_pair
 
         x_i, x_j = (to_pair(b[f"image_{s}"], b[f"label_{s}"]) for s in ("i", "j"))
         if st.channels_last:
@@ -569,7 +569,7 @@ def section_precision(cfg) -> None:
     dev = cfg.device
     print("## 2. Precision, memory format and torch.compile (bare loop of the same step)\n")
     print(load_line() + "\n")
-    from volgan.utils import amp_enabled
+    from volgan.config import amp_enabled
 
     trainer_amp = amp_enabled(True, dev)
     rows = []

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from volgan.bundle import run_bundle
 from volgan.data import shared_label_mapping
+from volgan.evaluation import compare_cycleshape
 
 CLASSES = ["spleen", "kidney_right", "kidney_left", "liver"]
-#: the evaluate bundle's result rows in the table, per split
-SCORES = ("S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)")
 
 
 def slab(src_img: Path, src_lab: Path, z0: int, z1: int, out: Path, name: str) -> dict:
@@ -71,38 +68,18 @@ def main() -> None:
                   disc_strides=[2, 2, 1, 1], seg_channels=[16, 32, 64, 128], pool_size=10, log_interval=20,
                   image_interval=40, amp=False)
     pre_s, pre_gd, joint = args.epochs
-    rows = {}
-    for seed in args.seeds:
-        run = out / f"seed{seed}"
-        for mode in ("cyclegan", "ada", "ours"):
-            if not (run / mode / "model.pt").is_file() or not (run / mode / "train_seconds.txt").is_file():
-                t0 = time.time()
-                run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(out / "train_a.json"),
-                           domain_b=str(out / "train_b.json"), output_dir=str(run / mode), mode=mode,
-                           pretrain_s_epochs=pre_s, pretrain_gd_epochs=pre_gd, max_epochs=pre_s + pre_gd + joint,
-                           decay_epochs=max(joint // 2, 1), early_stop_patience=0, resume=False, seed=seed, **common)
-                (run / mode / "train_seconds.txt").write_text(f"{time.time() - t0:.0f}\n")
-        for mode in ("cyclegan", "ada", "ours"):
-            cells = []
-            for split, (ta, tb) in {"test": ("test_a", "test_b"), "train": ("train_a1", "train_b1")}.items():
-                res_dir = run / f"eval_{split}_{mode}"
-                if not (res_dir / "results.json").is_file():
-                    run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(out / f"{ta}.json"),
-                               test_b=str(out / f"{tb}.json"), ckpt_dir=str(run / mode), ref_dir=str(run / "cyclegan"),
-                               output_dir=str(res_dir), device=args.device, num_classes=len(CLASSES) + 1,
-                               label_map_a=map_a, label_map_b=map_b, gen_channels=common["gen_channels"],
-                               seg_channels=common["seg_channels"], roi_size=[64, 64, 16], title=f"{mode} ({split})")
-                r = json.loads((res_dir / "results.json").read_text(encoding="utf-8"))["results"]
-                cells += [r[k]["summary"]["mean fg Dice"][0] for k in SCORES]
-            cells.append(float((run / mode / "train_seconds.txt").read_text()))
-            rows.setdefault(mode, []).append(cells)
+    common.update(pretrain_s_epochs=pre_s, pretrain_gd_epochs=pre_gd, max_epochs=pre_s + pre_gd + joint,
+                  decay_epochs=max(joint // 2, 1), early_stop_patience=0, roi_size=[64, 64, 16])
+    res = compare_cycleshape(str(out / "train_a.json"), str(out / "train_b.json"), str(out / "test_a.json"),
+                             str(out / "test_b.json"), out, seeds=args.seeds, common=common,
+                             extra_tests={"train slabs": (str(out / "train_a1.json"), str(out / "train_b1.json"))},
+                             title="P2 cycle/shape GAN on real abdomen CT / MRI slabs")
     table = ["| mode | S-score CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train slabs: S-score "
              "CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for mode, per_seed in rows.items():
-        arr = np.asarray(per_seed)
-        cols = [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(arr[:, :-1].mean(0), arr[:, :-1].std(0))]
-        table.append(f"| {mode} | {' | '.join(cols)} | {arr[:, -1].mean():.0f} |")
+    for mode, agg in res["results"].items():
+        cols = [f"{agg['summary'][m][0]:.3f} ± {agg['summary'][m][1]:.3f}" for m in res["metrics"]]
+        table.append(f"| {mode} | {' | '.join(cols)} | {agg['seconds']:.0f} |")
     text = "\n".join(table)
     (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)

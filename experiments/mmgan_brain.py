@@ -7,7 +7,7 @@ subject, nilearn MNI152 2009a, Colin27; 3 mm grid) with SIMULATED tumours (four 
 NCR 1 / ED 2 / ET 4, brain 3). Train = the 8 cases of two subjects, test = the 4 cases of the held-out subject
 Colin27. MM-GAN (``mmgan_label2mri_3d`` train.yaml) trains on the training cases; ``synthesize_augmentations``
 makes 5 perturbed copies of every training label map (lesion deformed inside the brain) -> 40 synthetic pairs;
-``volgan.comparison.compare_segmentation`` trains the same U-Net under every setting (real, synthetic,
+``volgan.evaluation.compare_segmentation`` trains the same U-Net under every setting (real, synthetic,
 real + 100/300/500 %, synthetic pre-training + fine-tuning on 10 % of the real cases) with the same budget and
 seeds; ``learning_curve`` repeats real vs real + 100 % for 1, 2, 4, 8 real cases. Everything resumable.
 """
@@ -19,9 +19,9 @@ import logging
 from pathlib import Path
 
 from volgan.bundle import run_bundle
-from volgan.comparison import compare_segmentation, learning_curve
+from volgan.evaluation import compare_segmentation, learning_curve
 from volgan.data import load_datalist, make_sample_cases
-from volgan.inference import synthesize_augmentations
+from volgan.synthesis import synthesize_augmentations
 
 
 def main() -> None:

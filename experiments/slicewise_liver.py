@@ -11,7 +11,7 @@ One patient only, so the split is by region: the test set is the axial slab z 84
 for Dice/HD95); ``--n-train`` liver slices spread evenly over z 66-79 and 100-111 plus two liver-free slices
 (z 60, 62) form the training volume; z 81 and 98 (two slices between train and test, not used for training) are
 the validation set that P5's early stopping needs. Every setting of a method gets the same slices, image size,
-budget and seeds. Runs through ``volgan.comparison.compare_bundle_settings`` (resumable: a finished setting is
+budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
 not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
 ``OUT/<method>/results.{md,csv,json}`` and ``dice.png``.
 """
@@ -24,7 +24,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from volgan.comparison import BUNDLE_SETTINGS, compare_bundle_settings
+from volgan.evaluation import METHODS as REGISTRY
+from volgan.evaluation import compare_bundle_settings
 
 LIVER = 5
 TEST = range(84, 96)
@@ -60,14 +61,14 @@ def p3_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], canny_preset="liver", image_size=[a.size, a.size], ngf=32, batch_size=4,
                   gan_epochs=a.gan_epochs, finetune_epochs=a.seg_epochs, synthetic_copies=3, log_interval=50,
                   image_interval=10**6, amp=False)
-    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["gan_pretrain_seg_2d"].items()}
+    return {k: dict(common, **v) for k, v in REGISTRY["gan_pretrain_seg_2d"].settings.items()}
 
 
 def p5_settings(a: argparse.Namespace) -> dict[str, dict]:
     common = dict(foreground=[LIVER], image_size=[a.size, a.size], gan_iterations=a.gan_iterations,
                   gen_channels=256, critic_channels=32, max_epochs=a.unet_epochs, val_interval=20,
                   patience_iterations=200, log_interval=100, amp=False)
-    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["wgan_pairs_seg_2d"].items()}
+    return {k: dict(common, **v) for k, v in REGISTRY["wgan_pairs_seg_2d"].settings.items()}
 
 
 def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
@@ -75,10 +76,10 @@ def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
                   gen_channels=[16, 32, 64, 64], critic_features=16, critic_growth=16, critic_stem_stride=2,
                   gan_batch_size=8, max_epochs=a.unet_epochs,
                   val_interval=20, patience_iterations=200, log_interval=100, amp=False)
-    return {k: dict(common, **v) for k, v in BUNDLE_SETTINGS["adversarial_unet_aug_2d"].items()}
+    return {k: dict(common, **v) for k, v in REGISTRY["adversarial_unet_aug_2d"].settings.items()}
 
 
-#: bundle and settings (settings that use one GAN differently share it: volgan.comparison.GAN_SHARING)
+#: bundle and settings (settings that use one GAN differently share it: the registry's share_gan)
 METHODS = {"p3": ("gan_pretrain_seg_2d", p3_settings),
            "p5": ("wgan_pairs_seg_2d", p5_settings),
            "p4": ("adversarial_unet_aug_2d", p4_settings)}

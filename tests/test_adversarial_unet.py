@@ -13,17 +13,17 @@ from monai.networks.layers.factories import Norm
 
 from tests.conftest import tiny_case, torchrun_bundle, write_cases, write_pair
 from volgan.bundle import run_bundle
-from volgan.engines import ConditionalMixedPairsPrepareBatch, GanKeys, PairCriticWganGpTrainer, SameClassPairs, to_pair
+from volgan.data import ConditionalMixedPairsPrepareBatch, SameClassPairs, to_pair
+from volgan.engines import OutputKeys, PairCriticWganGpTrainer
 from volgan.errors import VolganConfigError, VolganDataError
 from volgan.losses import GradientPenalty
-from volgan.metrics import PooledFeatures, conditional_generation_distances, feature_distances, segmentor_features
+from volgan.evaluation.metrics import PooledFeatures, conditional_generation_distances, feature_distances, segmentor_features
 from volgan.networks import AdversarialUNetGenerator, BatchRenorm, DenseNetCritic
 
 TINY = dict(device="cpu", image_size=[32, 32], gen_channels=[4, 8, 8], noise_channels=2, latent_dim=8,
             convs_per_block=2, critic_features=4, critic_growth=4, critic_blocks=[1, 1, 1, 1], unet_channels=[8, 8, 8],
             gan_batch_size=4, ratio="2-2", gan_iterations=2, max_epochs=1, val_interval=100,
             patience_iterations=100, val_fraction=0.25, log_interval=5, amp=False)
-EVAL_KEYS = ("device", "image_size", "gen_channels", "noise_channels", "latent_dim", "convs_per_block", "unet_channels")
 
 
 def small_generator(**kw):
@@ -132,8 +132,8 @@ def test_pair_gradient_penalty_hand_computed():
     t.run()
     out = t.state.output
     assert float(out["gp"]) == pytest.approx(float(expected), rel=1e-5)
-    assert torch.equal(out[GanKeys.COND], x_i) and torch.equal(out[GanKeys.REAL], x_j)
-    assert out[GanKeys.FAKE].shape == x_j.shape and {GanKeys.G_LOSS, GanKeys.D_LOSS} <= set(out)
+    assert torch.equal(out[OutputKeys.COND], x_i) and torch.equal(out[OutputKeys.REAL], x_j)
+    assert out[OutputKeys.FAKE].shape == x_j.shape and {OutputKeys.G_LOSS, OutputKeys.D_LOSS} <= set(out)
 
 
 @pytest.mark.parametrize("n_critic", [1, 3])
@@ -147,7 +147,7 @@ def test_n_critic_scheduling(n_critic):
     t = PairCriticWganGpTrainer("cpu", 1, [pair_batch(2, s) for s in range(6)], g, d, og, od, latent_dim=8,
                                 n_critic=n_critic)
     has_g = []
-    t.add_event_handler(Events.ITERATION_COMPLETED, lambda e: has_g.append(GanKeys.G_LOSS in e.state.output))
+    t.add_event_handler(Events.ITERATION_COMPLETED, lambda e: has_g.append(OutputKeys.G_LOSS in e.state.output))
     t.run()
     assert steps == {"d": 6, "g": 6 // n_critic}
     assert has_g == [(i + 1) % n_critic == 0 for i in range(6)]
@@ -252,14 +252,14 @@ def test_bundle_train_inference_evaluate(volumes, tmp_path):
     assert seg.shape == (24, 24, 4) and set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1}
     # evaluation: the downstream Dice / HD95, and FID / MMD of generated vs real slices
     ev = tmp_path / "eval"
-    run_bundle("adversarial_unet_aug_2d", "evaluate", dataset_dir=str(volumes), ckpt_path=str(out / "model.pt"),
-               output_dir=str(ev), **{k: TINY[k] for k in EVAL_KEYS})
+    run_bundle("adversarial_unet_aug_2d", "evaluate", dataset_dir=str(volumes), output_dir=str(out), eval_dir=str(ev),
+               **TINY)
     held = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]["held-out volumes"]
     assert held["n_test"] == 4 and {"Dice", "HD95 (voxels)"} <= set(held["summary"])
     gen = json.loads((ev / "generation.json").read_text(encoding="utf-8"))
     assert np.isfinite(gen["fid"]) and np.isfinite(gen["mmd"]) and gen["n_real"] == gen["n_fake"] > 2
     assert gen["n_features"] == 8 and "bottom" in gen["features"]
-    with pytest.raises(VolganConfigError, match="generator settings"):  # evaluate.yaml built with other widths
+    with pytest.raises(VolganConfigError, match="do not fit"):  # a generator built with other widths
         conditional_generation_distances([], small_generator(), lambda x: x.flatten(1), str(out / "model_g.pt"))
     # the baseline of the same bundle: real slices only, no GAN, so no generation distances
     base = tmp_path / "base"

@@ -5,7 +5,7 @@ line naming the file and the problem, exit status 2 from the CLI, no traceback a
 paths and unicode/spaces in paths are not errors: they must work everywhere.
 
 Nothing trains here: the bundles' configs are parsed with MONAI's ``ConfigParser`` and only the data expressions
-are evaluated (``train#datalist``, ``train#check`` + ``train#dataset_a``, ``slices``, ``train_slices``).
+are evaluated (``train#datalist``, ``train#check`` + ``train#dataset_a``, ``slices``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from tests.conftest import tiny_case, write_pair
 from volgan.bundle import bundle_path
-from volgan.cli import main
+from volgan.apps.cli import main
 from volgan.errors import VolganConfigError, VolganDataError, VolganError, find_volgan_error
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -339,7 +339,7 @@ def _run_pipeline(pipeline: str, ds: Path, corpus, out: Path):
         return _parse("gan_pretrain_seg_2d", ["slices"], dataset_dir=str(ds), output_dir=str(out), input_dims=3,
                       image_size=[32, 32])
     if pipeline == "wgan_pairs_2d":
-        return _parse("wgan_pairs_seg_2d", ["train_slices"], dataset_dir=str(ds), val_dataset_dir=str(ds),
+        return _parse("wgan_pairs_seg_2d", ["slices"], dataset_dir=str(ds), val_dataset_dir=str(ds),
                       output_dir=str(out), image_size=[32, 32])
     raise ValueError(pipeline)
 
@@ -418,7 +418,7 @@ def test_valid_by_design(name, pipeline, corpus, capsys, tmp_path):
     """The corpus entries a pipeline accepts on purpose (see ``Bad.expect``) really are accepted."""
     folder, ds = corpus["cases"][name]
     if pipeline == "synthesize":  # the label maps are fine: the synthesis bundle's input check passes
-        from volgan.inference import check_inputs
+        from volgan.data import label_map_inputs as check_inputs
 
         assert len(check_inputs(ds, [0, 1, 2, 3, 4], 3)) == 1
     else:
@@ -437,8 +437,8 @@ def test_relative_and_unicode_paths_work_everywhere(good, corpus, capsys, tmp_pa
     _run_pipeline("cycleshape", ds, corpus, tmp_path / "c")
     (slices,) = _run_pipeline("gan_pretrain_2d", ds, corpus, tmp_path / "g")
     assert len(slices) > 0
-    (slices,) = _run_pipeline("wgan_pairs_2d", ds, corpus, tmp_path / "w")
-    assert len(slices) > 0
+    (split,) = _run_pipeline("wgan_pairs_2d", ds, corpus, tmp_path / "w")
+    assert len(split.train) > 0 and len(split.val) > 0
     out = tmp_path / "synth ü"
     rc, lines, _ = _cli(_synth_argv(ds, corpus, out), capsys)
     assert rc == 0 and not lines, lines
@@ -529,7 +529,7 @@ def test_channel_first_label_maps_have_one_channel():
 
 
 def test_real_command_line(corpus, tmp_path):
-    """The real processes (``python -m volgan.cli``, two at once to keep this quick): exit status 2, exactly one
+    """The real processes (``python -m volgan``, two at once to keep this quick): exit status 2, exactly one
     line on stderr, no traceback, nothing written. check-data runs on a relative unicode path with an ASCII-only
     console: the path is printed escaped, not a UnicodeEncodeError."""
     nan = Path("nän 数据")
@@ -541,7 +541,7 @@ def test_real_command_line(corpus, tmp_path):
         "synthesize": (_synth_argv(lab_folder, corpus, out), "utf-8", lab_folder / "c0_label.nii.gz",
                        r"^label values \[7\] not in the configured set \[0, 1, 2, 3, 4\]$"),
     }
-    procs = {k: subprocess.Popen([sys.executable, "-m", "volgan.cli", *map(str, argv)], cwd=str(tmp_path),
+    procs = {k: subprocess.Popen([sys.executable, "-m", "volgan", *map(str, argv)], cwd=str(tmp_path),
                                  env={**os.environ, "PYTHONIOENCODING": enc}, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, encoding="utf-8")
              for k, (argv, enc, _, _) in runs.items()}

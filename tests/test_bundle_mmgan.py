@@ -40,7 +40,7 @@ def test_train_writes_checkpoints_model_and_logs(trained):
                        "g_scaler", "d_scaler", "pool", "trainer"}
     assert len(ck["pool"]["images"]) == min(4, 2 * len(items))
     model = _ckpt(out / "model.pt")
-    assert set(model) == {"model"} and any("parametrizations" in k for k in model["model"])
+    assert "model" not in model and any("parametrizations" in k for k in model)  # a plain state dict (model zoo)
     events = list((out / "logs").glob("events.out.tfevents*"))
     assert events
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -122,7 +122,7 @@ def test_single_window_equals_direct_generator_pass(trained, tmp_path):
     from volgan.networks import SNUNetGenerator
 
     g = SNUNetGenerator(3, 5, 1, channels=(4, 8, 16, 32))
-    g.load_state_dict(_ckpt(out / "model.pt")["model"])
+    g.load_state_dict(_ckpt(out / "model.pt"))
     g.eval()
     lab = torch.as_tensor(np.asarray(nib.load(items[0]["label"]).dataobj)).long()
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_monai_bundle_command_line(tmp_path, tiny_dataset):
 def test_cli_bad_input_one_line_nonzero(tmp_path, tiny_dataset):
     folder, items = tiny_dataset
     Path(items[1]["image"]).write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "volgan.cli", "check-data", str(folder)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "volgan", "check-data", str(folder)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -160,19 +160,20 @@ def test_evaluate_synthesis_quality_with_and_without_pool(trained, tmp_path, tin
                pool_size=0, **tiny_train_overrides)
     assert _ckpt(nopool / "checkpoint_1.pt")["pool"]["images"] == []
     ev = tmp_path / "eval"
-    run_bundle("mmgan_label2mri_3d", "evaluate", dataset_dir=str(folder), ckpt_path=str(out / "model.pt"),
-               ckpt_path_nopool=str(nopool / "model.pt"), output_dir=str(ev), device="cpu",
-               gen_channels=[4, 8, 16, 32], seg_iterations=2, seg_channels=[4, 8, 16], patch_size=[16, 16, 16],
-               roi_size=[24, 24, 24], val_fraction=0.34)
-    res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]
+    # evaluate.yaml is an override of train.yaml: the training run's overrides, the run folder, a test set
+    run_bundle("mmgan_label2mri_3d", "evaluate", dataset_dir=str(folder), output_dir=str(out), eval_dir=str(ev),
+               ckpt_path_nopool=str(nopool / "model.pt"), seg_iterations=2, seg_channels=[4, 8, 16],
+               seg_patch_size=[16, 16, 16], roi_size=[24, 24, 24], val_fraction=0.34, **tiny_train_overrides)
+    report = json.loads((ev / "results.json").read_text(encoding="utf-8"))
+    res = {k: v[0] for k, v in report["runs"].items()}
     assert set(res) == {"real held-out images (reference)", "synthetic, with image pool", "synthetic, without image pool"}
     for r in res.values():
         assert r["n_test"] == 1 and {"WT", "TC", "ET(4)"} <= set(r["rows"][0])
     assert (ev / "results.csv").read_text(encoding="utf-8").count("\n") == 4 and (ev / "segmentor.pt").is_file()
     syn = res["synthetic, with image pool"]["rows"][0]  # paired reference: the real image of the same label map
     assert -1.0 <= syn["SSIM"] <= 1.0 and math.isfinite(syn["PSNR (dB)"])
-    assert math.isnan(res["real held-out images (reference)"]["rows"][0]["SSIM"])
-    from volgan.evaluation import paired_similarity
+    assert res["real held-out images (reference)"]["rows"][0]["SSIM"] is None  # NaN is written as null
+    from volgan.evaluation.scores import paired_similarity
 
     same = paired_similarity(items[0]["image"], items[0]["image"], items[0]["label"])
     assert same["SSIM"] == pytest.approx(1.0, abs=1e-4)
@@ -198,7 +199,7 @@ def test_validation_keeps_the_best_generator_by_ssim(tmp_path, tiny_dataset, tin
         parser.get_parsed_content(expr)
     assert len(scores) == 3 and all(-1 <= s <= 1 for s in scores)
     assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
-    best = _ckpt(out / "model_best.pt")["model"]
+    best = _ckpt(out / "model_best.pt")
     net = parser.get_parsed_content("network")
     net.load_state_dict(best)
     evaluator.run()

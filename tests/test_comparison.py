@@ -2,8 +2,9 @@
 
 import pytest
 
-from volgan import comparison
-from volgan.comparison import compare_segmentation, learning_curve
+from volgan.evaluation import harness as comparison
+from volgan.evaluation import SEGMENTATION_SETTINGS
+from volgan.evaluation.harness import compare_segmentation, learning_curve
 from volgan.errors import VolganConfigError
 
 FAST = dict(iterations=2, segmentor={"channels": [4, 8, 16, 32], "patch_size": [16, 16, 16], "batch_size": 1},
@@ -15,7 +16,7 @@ def test_every_setting_seeds_outputs_and_resume(tiny_dataset, tmp_path, monkeypa
     real, test, synthetic = items[:2], items[2:], [dict(it, source=it["label"]) for it in items[:2]] * 5
     out = tmp_path / "cmp"
     res = compare_segmentation(real, test, synthetic, out, seeds=(0, 1), **FAST)
-    assert list(res["results"]) == list(comparison.SETTINGS)
+    assert list(res["results"]) == list(SEGMENTATION_SETTINGS)
     n_train = {k: v["n_train"] for k, v in res["results"].items()}
     assert n_train == {"real": 2, "synthetic": 10, "real+100%": 4, "real+300%": 8, "real+500%": 12,
                        "pretrain+finetune": 1}  # fine-tuning on 10 % of the real cases, at least one
@@ -29,7 +30,7 @@ def test_every_setting_seeds_outputs_and_resume(tiny_dataset, tmp_path, monkeypa
     rows = (out / "results.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 6 * 2 * len(test)
     # resumable: nothing is retrained when every (setting, seed) result exists
-    monkeypatch.setattr("volgan.segmentation.train_segmentor", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(comparison, "train_segmentor", lambda *a, **k: pytest.fail("retrained"))
     again = compare_segmentation(real, test, synthetic, out, seeds=(0, 1), **FAST)
     assert again["table"] == res["table"]
 
@@ -67,24 +68,25 @@ def test_compare_cycleshape_modes_with_the_cyclegan_reference(tmp_path, monkeypa
     """P2 in the harness: same budget per mode, cyclegan trained first and used as the S-score reference, four
     metrics per mode, resumable (a finished mode is not retrained)."""
     from tests.test_cycleshape import TINY, _domain
-    from volgan import comparison
+    from volgan.evaluation import harness as comparison
 
     a = _domain(tmp_path, "ct", 2, lambda x: 2 * x - 1000, seed=0)
     b = _domain(tmp_path, "mr", 2, lambda x: x, seed=1)
     common = dict(TINY, max_epochs=2, pretrain_s_epochs=1, pretrain_gd_epochs=1, roi_size=[16, 16, 16])
     calls = []
-    import volgan.bundle
 
-    orig = volgan.bundle.run_bundle
+    orig = comparison.run_bundle
 
     def spy(name, config, **kw):
         calls.append((config, kw.get("mode"), kw.get("ref_dir")))
         return orig(name, config, **kw)
 
-    monkeypatch.setattr(volgan.bundle, "run_bundle", spy)
+    monkeypatch.setattr(comparison, "run_bundle", spy)
     res = comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "cmp", modes=("ours", "cyclegan"),
                                         common=common)
-    assert [c[:2] for c in calls] == [("train", "cyclegan"), ("evaluate", None), ("train", "ours"), ("evaluate", None)]
+    # evaluate.yaml is an override of train.yaml: it gets the training run's overrides (the mode among them)
+    assert [c[:2] for c in calls] == [("train", "cyclegan"), ("evaluate", "cyclegan"), ("train", "ours"),
+                                      ("evaluate", "ours")]
     assert all(c[2] == str(tmp_path / "cmp" / "seed0" / "cyclegan") for c in calls if c[0] == "evaluate")
     table = res["table"]
     assert "| cyclegan |" in table and "| ours |" in table and "S-score A->B" in table and "Dice S_B (real B)" in table

@@ -14,7 +14,7 @@ from volgan.data import check_unpaired, load_datalist
 from volgan.engines import CycleShapeEvents, CycleShapeTrainer
 from volgan.errors import VolganDataError
 from volgan.losses import CycleConsistencyLoss, ShapeConsistencyLoss
-from volgan.networks import PatchDiscriminator, conv_modules, cycle_generator, make_cycle_segmentor
+from volgan.networks import PatchDiscriminator, conv_modules, cycle_generator, make_segmentor
 
 CT_LUT = {3: 5, 2: 1, 4: 2, 1: 3}  # tiny_case labels -> TotalSegmentator-like ids (liver 5, spleen 1, ...)
 
@@ -61,7 +61,7 @@ def test_network_shapes(dims, shape):
     d = PatchDiscriminator(dims, 1, 0, (8, 16, 32, 64), (2, 2, 2, 1), norm="instance", spectral=False)
     assert d(torch.randn(2, 1, *(32,) * dims)).shape[:2] == (2, 1)
     for kind in ("unet", "refinenet", "pspnet"):
-        s = make_cycle_segmentor(kind, dims, 1, 5, (8, 16, 32, 64))
+        s = make_segmentor(kind, dims, 1, 5, (8, 16, 32, 64))
         assert s(x).shape == (2, 5, *shape)
 
 
@@ -74,7 +74,7 @@ def test_cycle_loss_zero_for_identity_and_weighted():
 
 def test_shape_loss_flows_into_g_not_frozen_s():
     g = cycle_generator(3, 1, 1, (4, 8, 8, 8))
-    s = make_cycle_segmentor("unet", 3, 1, 3, (4, 8, 16))
+    s = make_segmentor("unet", 3, 1, 3, (4, 8, 16))
     for p in s.parameters():
         p.requires_grad_(False)
     x, y = torch.randn(1, 1, 16, 16, 16), torch.randint(0, 3, (1, 1, 16, 16, 16))
@@ -90,7 +90,7 @@ def _trainer(mode="ours", **kw):
     nets = dict(g_a=cycle_generator(3, 1, 1, (4, 8, 8, 8)), g_b=cycle_generator(3, 1, 1, (4, 8, 8, 8)),
                 d_a=PatchDiscriminator(3, 1, 0, (4, 8), (2, 2), norm="instance", spectral=False),
                 d_b=PatchDiscriminator(3, 1, 0, (4, 8), (2, 2), norm="instance", spectral=False),
-                s_a=make_cycle_segmentor("unet", 3, 1, 3, (4, 8, 16)), s_b=make_cycle_segmentor("unet", 3, 1, 3, (4, 8, 16)))
+                s_a=make_segmentor("unet", 3, 1, 3, (4, 8, 16)), s_b=make_segmentor("unet", 3, 1, 3, (4, 8, 16)))
     opt = lambda *ms: torch.optim.Adam([p for m in ms for p in m.parameters()], lr=1e-3)  # noqa: E731
     gen = torch.Generator().manual_seed(0)
     data = [{"a_image": torch.rand(1, 1, 16, 16, 16, generator=gen) * 2 - 1,
@@ -159,9 +159,8 @@ def test_bundle_modes_train_and_translate(mode, domains, tmp_path):
         np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
         assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1, 2, 3, 4}  # source labels in the shared space
     ev = tmp_path / "eval"
-    run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(a), test_b=str(b), ckpt_dir=str(out),
-               output_dir=str(ev), device="cpu", gen_channels=TINY["gen_channels"], seg_channels=TINY["seg_channels"],
-               roi_size=[16, 16, 16])
+    run_bundle("cycleshape_ct_mri_3d", "evaluate", test_a=str(a), test_b=str(b), output_dir=str(out),
+               eval_dir=str(ev), **{**TINY, "roi_size": [16, 16, 16]})
     res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]
     assert set(res) == {"S-score A->B", "S-score B->A", "Dice S_A (real A)", "Dice S_B (real B)"}
 
@@ -217,7 +216,7 @@ def test_validation_keeps_the_best_g_b_by_translated_dice(domains, tmp_path):
     from monai.bundle import ConfigParser
 
     from tests.conftest import BUNDLES
-    from volgan.utils import safe_torch_load
+    from volgan.io import safe_torch_load
 
     a, b = domains
     out = tmp_path / "run"
@@ -236,9 +235,9 @@ def test_validation_keeps_the_best_g_b_by_translated_dice(domains, tmp_path):
     assert evaluator.state.output[0]["pred"].shape[1:] == (24, 24, 16)
     assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_3.pt", "checkpoint_4.pt"]
     g_b = parser.get_parsed_content("network")
-    g_b.load_state_dict(safe_torch_load(out / "model_best.pt", "cpu")["model"])
+    g_b.load_state_dict(safe_torch_load(out / "model_best.pt", "cpu"))
     evaluator.run()  # S_B is the final one: the best G_B re-scored with it
     assert 0 <= scores[-1] <= 1
-    ours = safe_torch_load(out / "model.pt", "cpu")["model"]
+    ours = safe_torch_load(out / "model.pt", "cpu")
     best_epoch = int(np.argmax(scores[:4])) + 1
     assert (best_epoch == 4) == all(torch.equal(ours[k], g_b.state_dict()[k]) for k in ours)

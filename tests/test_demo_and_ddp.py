@@ -12,7 +12,7 @@ from tests.conftest import BUNDLES, tiny_case, write_pair
 
 def test_demo_quick(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "volgan.cli", "demo", "--quick", "--output-dir", str(out)],
+    r = subprocess.run([sys.executable, "-m", "volgan", "demo", "--quick", "--output-dir", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| real only | 8 | 4 |" in r.stdout and "| real + synthetic | 8 + 8 | 4 |" in r.stdout
@@ -26,7 +26,7 @@ def test_demo_quick(tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "keep.txt").write_text("x", encoding="utf-8")
-    r = subprocess.run([sys.executable, "-m", "volgan.cli", "demo", "--quick", "--output-dir", str(other)],
+    r = subprocess.run([sys.executable, "-m", "volgan", "demo", "--quick", "--output-dir", str(other)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not empty" in r.stderr and (other / "keep.txt").exists()
 

@@ -9,7 +9,7 @@ def test_evaluate_cli_on_a_2d_bundle(tmp_path):
     import numpy as np
 
     from tests.conftest import tiny_case, write_pair
-    from volgan.cli import main
+    from volgan.apps.cli import main
 
     rng = np.random.RandomState(0)
     d = tmp_path / "vols"
@@ -26,7 +26,7 @@ def test_evaluate_cli_on_a_2d_bundle(tmp_path):
 
 def test_evaluate_mmgan_with_a_generator_checkpoint(tiny_dataset, tmp_path):
     """The 3D path: split by case, synthesise perturbed pairs with the generator, compare settings."""
-    from volgan.comparison import evaluate_bundle
+    from volgan.evaluation.harness import evaluate_bundle
     from volgan.networks import SNUNetGenerator
 
     folder, _ = tiny_dataset
@@ -43,7 +43,7 @@ def test_evaluate_mmgan_with_a_generator_checkpoint(tiny_dataset, tmp_path):
 def test_evaluate_cli_cycleshape_two_domains(tmp_path):
     """P2 from the command line: domain A = --dataset, domain B = --dataset-b, each split by case."""
     from tests.test_cycleshape import _domain
-    from volgan.cli import main
+    from volgan.apps.cli import main
 
     a = _domain(tmp_path, "ct", 3, lambda x: 2 * x - 1000, seed=0)
     b = _domain(tmp_path, "mr", 3, lambda x: x, seed=1)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_case, tools_venv_python, write_pair
-from volgan.cli import main
+from volgan.apps.cli import main
 from volgan.errors import VolganConfigError, VolganDataError
-from volgan.export import export_nnunet, parse_labels
+from volgan.apps.nnunet import export_nnunet, parse_labels
 
 SHAPE = (16, 16, 16)
 # an oblique grid with an offset: geometry must come through exactly, not just a diagonal affine
@@ -46,7 +46,7 @@ def _synthesize(real: list[dict], out: Path) -> Path:
     per real label map (generated image = a scaled copy of the real one)."""
     from monai.transforms import LoadImage
 
-    from volgan.inference import SynthesisWriter
+    from volgan.synthesis import SynthesisWriter
 
     load = LoadImage(image_only=True, ensure_channel_first=True)
     writer = SynthesisWriter(out, seed=0)
@@ -240,7 +240,7 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
 
 
 def test_a_failure_while_writing_leaves_the_old_dataset(tmp_path, monkeypatch):
-    import volgan.export as ex
+    import volgan.apps.nnunet as ex
 
     _real(tmp_path / "real", n=2)
     ds = export_nnunet(tmp_path / "real", tmp_path / "raw", 3, "Keep")

@@ -37,7 +37,7 @@ def test_modes_train(mode, volumes, tmp_path):
         ck = torch.load(out / "gan" / "checkpoint_1.pt", weights_only=True)
         assert set(ck) >= {"generator", "discriminator", "segmentor", "s_optimizer", "trainer"}
     n_real = len(wf.parser.get_parsed_content("slices"))
-    n_stage2 = len(wf.parser.get_parsed_content("finetune#dataset"))
+    n_stage2 = len(wf.parser.get_parsed_content("train#dataset"))
     assert n_stage2 == (3 * n_real if mode == "gan_mix" else n_real)  # real + 2 synthetic copies per slice
     if mode in ("gan_mix", "gan_pretrain"):
         syn = wf.parser.get_parsed_content("synthetic")
@@ -59,7 +59,7 @@ def test_stage2_starts_from_the_stage1_segmentor(volumes, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "train.yaml"))
     parser.update({"bundle_root": str(root), "dataset_dir": str(folder), "output_dir": str(tmp_path / "o"), **TINY})
-    gan, finetune = parser.get_parsed_content("gan#trainer"), parser.get_parsed_content("finetune#trainer")
+    gan, finetune = parser.get_parsed_content("gan#trainer"), parser.get_parsed_content("train#finetune_trainer")
     seen = {}
     gan.add_event_handler(Events.COMPLETED, lambda e: seen.update(
         stage1={k: v.detach().clone() for k, v in gan.s_network.state_dict().items()}))
@@ -117,8 +117,8 @@ def test_inference_and_evaluation(volumes, tmp_path):
         np.testing.assert_allclose(s.affine, ref.affine, atol=1e-5)
         assert set(np.unique(np.asarray(s.dataobj))) <= {0, 1}
     ev = tmp_path / "eval"
-    run_bundle("gan_pretrain_seg_2d", "evaluate", dataset_dir=str(folder), ckpt_path=str(out / "model.pt"),
-               output_dir=str(ev), device="cpu", image_size=[32, 32], seg_channels=TINY["seg_channels"])
+    run_bundle("gan_pretrain_seg_2d", "evaluate", dataset_dir=str(folder), output_dir=str(out), eval_dir=str(ev),
+               **TINY)
     res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]["held-out volumes"]
     assert res["n_test"] == 2 and 0 <= res["summary"]["Dice"][0] <= 1
 

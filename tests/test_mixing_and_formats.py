@@ -42,7 +42,7 @@ def test_multimodal_4d_with_modality_and_label_mapping(tmp_path, tiny_train_over
                **overrides)
     import torch
 
-    sd = torch.load(out / "model.pt", weights_only=True)["model"]
+    sd = torch.load(out / "model.pt", weights_only=True)  # a plain state dict
     out_w = [v for k, v in sd.items() if k.startswith("output_block.0") and k.endswith("original")][0]
     assert out_w.shape[0] == 1  # one model per modality
 

@@ -23,7 +23,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from tests.conftest import BUNDLES, tiny_case, tools_venv_python
 from volgan.errors import VolganConfigError
-from volgan.label_app import bundle_kind, discover_bundles, prepare_app, serve_command
+from volgan.apps.monailabel.app import bundle_kind, discover_bundles, prepare_app, serve_command
 
 ALL = ("mmgan_label2mri_3d", "cycleshape_ct_mri_3d", "gan_pretrain_seg_2d", "wgan_pairs_seg_2d",
        "adversarial_unet_aug_2d")
@@ -33,7 +33,7 @@ AFFINE = np.array([[0, -2.0, 0, 30], [1.5, 0, 0, -20], [0, 0, 2.5, 5], [0, 0, 0,
 
 
 def _random_weights(bundle: str, path: Path) -> Path:
-    """``models/model.pt`` as volgan bundles write it ({"model": state_dict}) for the inference network."""
+    """``models/model.pt`` for the inference network, in the pre-0.2 ``{"model": state_dict}`` form (still loaded)."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / bundle / "configs" / "inference.yaml"))
     parser["bundle_root"] = str(BUNDLES / bundle)
@@ -153,7 +153,7 @@ def _studies(folder: Path) -> list[Path]:
 
 
 def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
-    py = tools_venv_python("monailabel, volgan.label_tasks")
+    py = tools_venv_python("monailabel, volgan.apps.monailabel.tasks")
     weights = {b: _random_weights(b, tmp_path / f"{b}.pt") for b in ALL}
     app = prepare_app(tmp_path / "app", {b: BUNDLES / b for b in ALL}, weights=weights)
     studies = _studies(tmp_path / "studies")
@@ -240,7 +240,7 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
 
 
 def test_label_app_cli_writes_the_app_and_reports_bad_input(tmp_path, capsys):
-    from volgan.cli import main
+    from volgan.apps.cli import main
 
     w = _random_weights("wgan_pairs_seg_2d", tmp_path / "w.pt")
     assert main(["label-app", str(tmp_path / "app"), "--bundle", f"wgan_pairs_seg_2d={w}",

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from monai.data import MetaTensor
 
 from volgan.data import check_image, check_label, check_pair, load_volume, validate_datalist
-from volgan.data.slices import SliceDataset, predict_slicewise, restack, select_slices
+from volgan.data.slices import SliceDataset, restack, select_slices
+from volgan.inferers import predict_slicewise
 from volgan.errors import VolganDataError
-from volgan.inference import SlicewiseInferer
+from volgan.inferers import SlicewiseInferer
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FILES = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -87,7 +87,7 @@ def test_sigkill_three_times_then_resume_restores_every_state(tmp_path, tiny_dat
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     trainer.run()  # loads the newest checkpoint at STARTED; nothing left to train
-    assert parser.get_parsed_content("train#resume").loaded_from.name == f"checkpoint_{newest}.pt"
+    assert trainer.resumed_from["train"].name == f"checkpoint_{newest}.pt"
     assert (trainer.state.epoch, trainer.state.iteration) == (newest, newest * len(items))
     for key in ("generator", "discriminator", "g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler",
                 "g_scaler", "d_scaler", "pool"):

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import tiny_case, write_pair
-from volgan.data.slices import SliceDataset, predict_slicewise, restack, select_slices
+from volgan.data.slices import SliceDataset, restack, select_slices
+from volgan.inferers import predict_slicewise
 
 
 @settings(max_examples=30, deadline=None)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import tiny_case
-from volgan.data import BrainAsLabeld, ForegroundNormalized, ToPseudoIntensityd, TumourPerturbd, perturb_lesion
+from volgan.data import BrainAsLabeld, ForegroundNormalized, RandLesionPerturbd, ToPseudoIntensityd, perturb_lesion
 from volgan.errors import VolganDataError
 
 
@@ -25,7 +25,7 @@ def test_perturb_lesion_stays_in_organ_and_is_seeded():
 
 def test_tumour_perturbd_dict_and_provenance():
     _, lab = tiny_case(np.random.RandomState(2), (20, 20, 20))
-    t = TumourPerturbd(keys="label", prob=1.0)
+    t = RandLesionPerturbd(keys="label", prob=1.0)
     t.set_random_state(seed=3)
     d = t({"label": torch.as_tensor(lab[None])})
     assert d["label"].shape == (1, 20, 20, 20)

@@ -4,7 +4,9 @@ import pytest
 from ignite.engine import Events
 import torch
 
-from volgan.engines import MixedPairsPrepareBatch, WganGpTrainer, ratio_presets
+from volgan.config import parse_ratio
+from volgan.data import MixedPairsPrepareBatch
+from volgan.engines import WganGpTrainer
 from volgan.losses import GradientPenalty, WassersteinLoss
 from volgan.networks import DCGANCritic, PairGenerator
 
@@ -56,8 +58,8 @@ def test_trainer_critic_and_generator_steps():
 def test_mixing_ratios():
     g = PairGenerator(2, 8, 16, 16)
     batch = {"image": torch.zeros(16, 1, 16, 16), "label": torch.zeros(16, 1, 16, 16).long()}
-    assert ratio_presets()["8-8"] == (8, 8)
-    for n_real, n_syn in ratio_presets().values():
+    assert parse_ratio("8-8") == (8, 8)
+    for n_real, n_syn in (parse_ratio(r) for r in ("16-0", "8-8", "0-16")):
         img, lab = MixedPairsPrepareBatch(g, n_real, n_syn, latent_dim=8)(batch, torch.device("cpu"))
         assert img.shape == (16, 1, 16, 16) and lab.shape == (16, 1, 16, 16)
         assert bool((img[:n_real] == 0).all())  # the real items come first

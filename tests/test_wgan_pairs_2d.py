@@ -41,13 +41,13 @@ def test_few_slices_and_explicit_validation_set(tmp_path):
     out = tmp_path / "run"
     wf = run_bundle("wgan_pairs_seg_2d", "train", dataset_dir=str(tr), val_dataset_dir=str(va), output_dir=str(out),
                     ratio="8-8", **{**TINY, "max_epochs": 1})
-    train, val = wf.parser.get_parsed_content("split")
-    assert [it["image"] for it in train] == [str(tr / "t0_image.nii.gz")] and len(val) == 1
-    n_slices = len(wf.parser.get_parsed_content("train_slices"))
+    slices = wf.parser.get_parsed_content("slices")
+    assert [it["image"] for it in slices.train_items] == [str(tr / "t0_image.nii.gz")] and len(slices.val_items) == 1
+    n_slices = len(slices.train)
     assert n_slices < 8
-    batch = next(iter(wf.parser.get_parsed_content("unet#dataloader")))
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
     assert batch["image"].shape[0] == 8
-    img, lab = wf.parser.get_parsed_content("unet#mixing")(batch, torch.device("cpu"))
+    img, lab = wf.parser.get_parsed_content("train#mixing")(batch, torch.device("cpu"))
     assert img.shape[0] == 16 and set(torch.unique(lab).tolist()) <= {0, 1}
 
 
@@ -66,8 +66,8 @@ def test_early_stopping_and_evaluation(volumes, tmp_path):
     written = sorted(seg.glob("*_seg.nii.gz"))
     assert len(written) == 4 and nib.load(str(written[0])).shape == (24, 24, 8)
     ev = tmp_path / "eval"
-    run_bundle("wgan_pairs_seg_2d", "evaluate", dataset_dir=str(volumes), ckpt_path=str(out / "model.pt"),
-               output_dir=str(ev), device="cpu", image_size=[32, 32], unet_channels=[8, 8, 8])
+    run_bundle("wgan_pairs_seg_2d", "evaluate", dataset_dir=str(volumes), output_dir=str(out), eval_dir=str(ev),
+               **overrides)
     res = json.loads((ev / "results.json").read_text(encoding="utf-8"))["results"]["held-out volumes"]
     assert res["n_test"] == 4 and {"Dice", "HD95 (voxels)", "HD max (voxels)"} <= set(res["summary"])
 

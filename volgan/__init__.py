@@ -1,36 +1,49 @@
 """volgan: GAN-based synthesis of 3D and 2D medical images for data-efficient segmentation, on MONAI.
 
-Public API (P1 MM-GAN so far): networks (``SNUNetGenerator``, ``PatchDiscriminator``), ``ImagePool``,
-``LSGANLoss``, ``ConditionalGanTrainer``, transforms (``TumourPerturbd``, ``ForegroundNormalized``,
-``BrainAsLabeld``, ``ValidateVolumed``), ``synthesize`` and the evaluation helpers.
+The package reads as the pipeline, each layer importing only from those before it (``docs/architecture.md``):
+``errors``, ``config``, ``io``, ``distributed``, ``bundle`` -> ``data`` -> ``networks`` -> ``losses`` ->
+``handlers`` -> ``engines`` -> ``tracking`` -> ``inferers`` -> ``synthesis`` -> ``evaluation`` -> ``apps``.
+
+Public API: the five methods' networks, losses, trainers and transforms (``SNUNetGenerator``,
+``PatchDiscriminator``, ``ImagePool``, ``LSGANLoss``, ``ConditionalGanTrainer``, ``CycleShapeTrainer``,
+``WganGpTrainer``, ``RandLesionPerturbd`` ...), ``synthesize`` and the evaluation harness
+(``compare_segmentation``, ``evaluate_bundle``).
 """
 
-__version__ = "0.1.0"
-
-from volgan import data, engines, handlers, losses, networks, utils  # noqa: E402
-from volgan.data import BrainAsLabeld, ForegroundNormalized, TumourPerturbd, ValidateVolumed  # noqa: E402
-from volgan.engines import ConditionalGanTrainer, ImagePool  # noqa: E402
+from volgan.version import __version__
+from volgan import bundle, config, distributed, errors, io  # noqa: E402
+from volgan import data, engines, handlers, losses, networks, tracking  # noqa: E402
+from volgan.data import (  # noqa: E402
+    BrainAsLabeld,
+    ForegroundNormalized,
+    LesionPerturbd,
+    RandLesionPerturbd,
+    ValidateVolumed,
+)
+from volgan.engines import (  # noqa: E402
+    ConditionalGanTrainer,
+    CycleShapeTrainer,
+    ImagePool,
+    PairCriticWganGpTrainer,
+    SegmentorTrainer,
+    StagedTraining,
+    WganGpTrainer,
+)
 from volgan.errors import VolganConfigError, VolganDataError, VolganError  # noqa: E402
 from volgan.losses import LSGANLoss  # noqa: E402
 from volgan.networks import PatchDiscriminator, SNUNetGenerator  # noqa: E402
-
-
-def __getattr__(name):  # lazy: inference/evaluation import more of MONAI
-    if name == "synthesize":
-        from volgan.inference import synthesize
-
-        return synthesize
-    if name in ("inference", "evaluation", "segmentation", "metrics", "bundle", "export", "tracking"):
-        import importlib
-
-        return importlib.import_module(f"volgan.{name}")
-    raise AttributeError(f"module 'volgan' has no attribute {name!r}")
-
+from volgan import inferers, synthesis, evaluation  # noqa: E402
+from volgan.synthesis import synthesize  # noqa: E402
+from volgan.evaluation import compare_segmentation, evaluate_bundle  # noqa: E402
 
 __all__ = [
     "__version__",
-    "data", "engines", "handlers", "losses", "networks", "utils",
-    "BrainAsLabeld", "ForegroundNormalized", "TumourPerturbd", "ValidateVolumed",
-    "ConditionalGanTrainer", "ImagePool", "LSGANLoss", "PatchDiscriminator", "SNUNetGenerator",
-    "VolganConfigError", "VolganDataError", "VolganError", "synthesize",
+    "bundle", "config", "distributed", "errors", "io",
+    "data", "engines", "handlers", "losses", "networks", "tracking", "inferers", "synthesis", "evaluation",
+    "BrainAsLabeld", "ForegroundNormalized", "LesionPerturbd", "RandLesionPerturbd", "ValidateVolumed",
+    "ConditionalGanTrainer", "CycleShapeTrainer", "ImagePool", "PairCriticWganGpTrainer", "SegmentorTrainer",
+    "StagedTraining", "WganGpTrainer",
+    "VolganConfigError", "VolganDataError", "VolganError",
+    "LSGANLoss", "PatchDiscriminator", "SNUNetGenerator",
+    "synthesize", "compare_segmentation", "evaluate_bundle",
 ]

@@ -1,8 +1,12 @@
-"""Ignite/MONAI handlers volgan adds: atomic checkpoints, resume, generator export, image grids, progress."""
+"""Ignite/MONAI handlers volgan adds to MONAI's: atomic checkpoints (write, then prune), resume, network export,
+best-by-validation export that survives a resume, one training monitor (MONAI's stats and TensorBoard handlers plus
+GAN image grids, GAN health and progress), early stopping on an epoch mean (on MONAI's ``EarlyStopHandler``).
+Every handler that writes does so on rank 0 only under DDP."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -12,25 +16,40 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
+from ignite.handlers import Checkpoint, ProgressBar
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointLoader
+from monai.handlers import (
+    CheckpointLoader,
+    EarlyStopHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+)
+from torch.utils.tensorboard import SummaryWriter
 
-from volgan.utils import atomic_torch_save
+from volgan.config import as_bool
+from volgan.distributed import is_rank_zero
+from volgan.io import atomic_torch_save, safe_torch_load, save_weights
 
 __all__ = [
     "AtomicDiskSaver",
     "CheckpointHandler",
     "ResumeFromLatest",
     "ExportNetwork",
+    "BestModelSaver",
+    "EnsureBestModel",
+    "EarlyStoppingValidation",
     "TensorBoardGanHandler",
     "ProgressHandler",
-    "EarlyStopOnLoss",
-    "SaveBestOnMetric",
+    "TrainingMonitor",
+    "EpochMeanEarlyStop",
     "GanHealthMonitor",
     "latest_checkpoint",
     "scalar_outputs",
     "loss_output",
+    "metric_score",
+    "summary_writer",
+    "lower_is_better",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,23 +59,28 @@ _CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
 class AtomicDiskSaver(BaseSaveHandler):
     """Ignite save handler writing through a temp file, fsync and rename: a checkpoint is never truncated.
 
+    Ignite asks to remove the oldest checkpoint *before* it writes the new one; here the removal waits until the
+    new file is complete, so at least one complete checkpoint exists at every moment (also with ``n_saved=1``).
     Temp files left by a killed run (``.<name>.*.tmp``) are removed when the saver is created.
     """
 
     def __init__(self, dirname: str | os.PathLike):
         self.dirname = Path(dirname)
         self.dirname.mkdir(parents=True, exist_ok=True)
+        self._to_remove: list[str] = []
         for stale in self.dirname.glob(".checkpoint_*.tmp"):
             logger.warning("removing %s, left by an interrupted checkpoint write", stale)
             stale.unlink(missing_ok=True)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         atomic_torch_save(dict(checkpoint), self.dirname / filename)
+        pending, self._to_remove = self._to_remove, []
+        for old in pending:
+            if old != filename:
+                (self.dirname / old).unlink(missing_ok=True)
 
     def remove(self, filename: str) -> None:
-        path = self.dirname / filename
-        if path.exists():
-            path.unlink()
+        self._to_remove.append(filename)
 
 
 def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
@@ -69,33 +93,29 @@ def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
 
 
 class CheckpointHandler:
-    """Saves the full resumable state every ``save_interval`` epochs as ``checkpoint_<epoch>.pt``, keeps the last
-    ``n_saved``, and (with ``key_metric_name``) the best by that validation metric as ``best_<metric>=<v>.pt``.
+    """Saves the full resumable state every ``save_interval`` epochs as ``checkpoint_<epoch>.pt`` and keeps the
+    last ``n_saved`` (older ones are deleted only after the new one is complete).
 
     ``save_dict`` maps names to objects with ``state_dict``/``load_state_dict`` (networks, optimisers, scalers,
-    schedulers, image pool, the trainer itself for epoch/iteration counters). Files are written atomically.
+    schedulers, image pool, best-model savers, the trainer itself for epoch/iteration counters). Files are
+    written atomically. Does nothing on ranks other than 0.
     """
 
     def __init__(self, save_dir: str | os.PathLike, save_dict: Mapping[str, Any], n_saved: int = 3,
-                 save_interval: int = 1, key_metric_name: str | None = None, key_metric_n_saved: int = 1):
+                 save_interval: int = 1):
         self.save_dir = Path(save_dir)
         self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
         self.n_saved, self.save_interval = int(n_saved), max(int(save_interval), 1)
-        self.key_metric_name, self.key_metric_n_saved = key_metric_name, key_metric_n_saved
 
     def attach(self, engine: Engine) -> None:
+        if not is_rank_zero():
+            return
         saver = AtomicDiskSaver(self.save_dir)
         last = Checkpoint(self.save_dict, saver, filename_prefix="", n_saved=self.n_saved,
                           global_step_transform=lambda e, _: e.state.epoch)
         last._fname_prefix = "checkpoint"  # noqa: SLF001 - name files checkpoint_<epoch>.pt whatever the dict holds
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), last)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.prune)
-        if self.key_metric_name:
-            best = Checkpoint(self.save_dict, saver, filename_prefix="best", n_saved=self.key_metric_n_saved,
-                              score_name=self.key_metric_name,
-                              score_function=lambda e: float(e.state.metrics.get(self.key_metric_name, float("-inf"))))
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), best)
-
 
     def prune(self, engine: Engine | None = None) -> None:
         """Keep the newest ``n_saved`` ``checkpoint_<epoch>.pt`` of the folder, also those an earlier (killed or
@@ -114,8 +134,6 @@ class ResumeFromLatest:
 
     def __init__(self, save_dir: str | os.PathLike, load_dict: Mapping[str, Any], enabled: Any = True,
                  path: str | os.PathLike | None = None, map_location: Any = None):
-        from volgan.utils import as_bool
-
         self.save_dir, self.load_dict = save_dir, {k: v for k, v in load_dict.items() if v is not None}
         self.enabled, self.path, self.map_location = as_bool(enabled), path, map_location
         self.loaded_from: Path | None = None
@@ -126,8 +144,6 @@ class ResumeFromLatest:
         path = Path(self.path) if self.path else latest_checkpoint(self.save_dir)
         if path is None:
             return
-        from volgan.utils import safe_torch_load
-
         safe_torch_load(path)  # readable and weights-only, or a VolganDataError naming it
         logger.info("resuming from %s", path)
         self.loaded_from = path
@@ -135,8 +151,8 @@ class ResumeFromLatest:
 
 
 class ExportNetwork:
-    """Write ``{"model": network.state_dict()}`` to ``path`` atomically after each epoch and at the end
-    (the weights inference and MONAI Label load, DESIGN.md bundle interface)."""
+    """Write the network's weights to ``path`` as a plain state dict, atomically, after every ``every`` epochs and
+    at the end (``models/model.pt``: what inference, MONAI Label and the model zoo load). Rank 0 only."""
 
     def __init__(self, network: torch.nn.Module, path: str | os.PathLike, every: int = 1):
         self.network, self.path, self.every = network, Path(path), max(int(every), 1)
@@ -146,10 +162,8 @@ class ExportNetwork:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        net = self.network.module if hasattr(self.network, "module") else self.network
-        if engine is not None and getattr(engine.state, "rank", 0) != 0:
-            return
-        atomic_torch_save({"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, self.path)
+        if is_rank_zero():
+            save_weights(self.network, self.path)
 
 
 def _first_item(output: Any) -> Any:
@@ -197,15 +211,14 @@ class TensorBoardGanHandler:
     def __init__(self, log_dir: str | os.PathLike | None = None, optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
                  image_keys: Sequence[str] = ("cond", "real", "fake"), scalar_interval: int = 10,
                  image_interval: int = 50, summary_writer: Any = None):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = summary_writer if summary_writer is not None else SummaryWriter(log_dir=str(log_dir))
         self.optimizers = dict(optimizers or {})
         self.image_keys, self.scalar_interval, self.image_interval = tuple(image_keys), scalar_interval, image_interval
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=max(self.scalar_interval, 1)), self.log_lr)
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=max(self.image_interval, 1)), self.log_images)
+        if self.image_keys and self.image_interval > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.image_interval), self.log_images)
         engine.add_event_handler(Events.COMPLETED, lambda e: self.writer.flush())
 
     def log_lr(self, engine: Engine) -> None:
@@ -240,34 +253,31 @@ class ProgressHandler:
     def is_enabled(self) -> bool:
         if isinstance(self.enabled, str) and self.enabled.lower() == "auto":
             return sys.stderr.isatty() and not os.environ.get("CI")
-        from volgan.utils import as_bool
-
         return as_bool(self.enabled)
 
     def attach(self, engine: Engine) -> None:
-        if not self.is_enabled():
+        if not self.is_enabled() or not is_rank_zero():
             return
-        from ignite.contrib.handlers import ProgressBar
 
         kwargs = {"desc": self.desc} if self.desc else {}
         ProgressBar(persist=True, **kwargs).attach(engine, output_transform=self.output_transform)
 
 
-class EarlyStopOnLoss:
-    """Stop training when the epoch mean of ``output[key]`` has not improved (decreased by more than
-    ``min_delta``) for ``patience`` epochs that report it (P2: stop when the segmentation loss stalls ~5 epochs).
-    Epochs whose outputs lack ``key`` (e.g. a phase without segmentor updates) are not counted.
-    """
+class EpochMeanEarlyStop(EarlyStopHandler):
+    """MONAI's ``EarlyStopHandler`` on the epoch mean of a training output, lower is better (P2 Sec. 4.1: stop
+    when the segmentation loss has not improved for ~5 epochs). Epochs whose outputs lack ``key`` (a phase
+    without segmentor steps) are not counted. ``patience <= 0`` disables it."""
 
     def __init__(self, key: str = "s_loss", patience: int = 5, min_delta: float = 0.0):
-        self.key, self.patience, self.min_delta = key, int(patience), float(min_delta)
-        self.best, self.bad_epochs, self._sum, self._n = float("inf"), 0, 0.0, 0
+        self.key = key
+        self._sum, self._n = 0.0, 0
+        super().__init__(patience=max(int(patience), 1), score_function=self._score, min_delta=float(min_delta),
+                         epoch_level=True)
+        self.enabled = int(patience) > 0
 
-    def attach(self, engine: Engine) -> None:
-        if self.patience <= 0:
-            return
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+    def _score(self, engine: Engine) -> float:
+        mean, self._sum, self._n = self._sum / self._n, 0.0, 0
+        return -mean
 
     def _accumulate(self, engine: Engine) -> None:
         out = engine.state.output
@@ -275,17 +285,34 @@ class EarlyStopOnLoss:
             self._sum += float(out[self.key])
             self._n += 1
 
-    def _check(self, engine: Engine) -> None:
-        if self._n == 0:
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
             return
-        mean, self._sum, self._n = self._sum / self._n, 0.0, 0
-        if mean < self.best - self.min_delta:
-            self.best, self.bad_epochs = mean, 0
-            return
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
-            logger.info("early stop: %s has not improved for %d epochs (best %.4f)", self.key, self.patience, self.best)
-            engine.terminate()
+        self.set_trainer(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self._n:  # an epoch that reported the key
+            super().__call__(engine)
+
+
+def metric_score(metric: str, mode: str = "max") -> Callable[[Engine], float]:
+    """``engine -> score`` for MONAI's ``EarlyStopHandler`` / checkpoint savers (higher is better): the metric
+    itself (``mode="max"``, e.g. Dice) or its negative (``"min"``, e.g. a validation loss)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    sign = -1.0 if mode == "min" else 1.0
+
+    def score(engine: Engine) -> float:
+        return sign * float(engine.state.metrics[metric])
+
+    return score
+
+
+def lower_is_better(current: float, previous: float) -> bool:
+    """``metric_cmp_fn`` of a MONAI evaluator whose key metric is a loss."""
+    return current < previous
 
 
 class GanHealthMonitor:
@@ -328,22 +355,127 @@ class GanHealthMonitor:
                 engine.state.gan_warnings.append(msg)
 
 
-class SaveBestOnMetric:
-    """Attach to an evaluator: after each run, export ``{"model": state_dict}`` to ``path`` when
-    ``state.metrics[metric]`` improves (``mode="min"`` for losses, ``"max"`` for Dice); the best value is kept
-    in ``self.best``. For early-stopped training, ``model.pt`` is then the network at the best validation."""
+class BestModelSaver:
+    """Attach to an evaluator: after each run, export the network (plain state dict, atomically) to ``path`` when
+    ``state.metrics[metric]`` improves (``mode="min"`` for losses, ``"max"`` for Dice/SSIM). A non-finite value
+    never counts as an improvement. The best value is state (``state_dict``/``load_state_dict``): put the saver
+    in the training checkpoint and a resumed run keeps the best model of the run before it (MONAI's
+    ``CheckpointSaver(save_key_metric=True)`` deletes the old best before writing the new one and cannot keep a
+    plain state dict together with its tracking state, hence this small handler)."""
 
     def __init__(self, network: torch.nn.Module, path: str | os.PathLike, metric: str = "val_loss", mode: str = "min"):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.export, self.metric, self.mode = ExportNetwork(network, path), metric, mode
         self.best = float("inf") if mode == "min" else float("-inf")
+        self.best_epoch: int | None = None
 
     def attach(self, evaluator: Engine) -> None:
         evaluator.add_event_handler(Events.COMPLETED, self)
 
+    def improved(self, value: float) -> bool:
+        return math.isfinite(value) and ((value < self.best) if self.mode == "min" else (value > self.best))
+
     def __call__(self, evaluator: Engine) -> None:
         value = float(evaluator.state.metrics[self.metric])
-        if (value < self.best) if self.mode == "min" else (value > self.best):
+        if self.improved(value):
             self.best = value
+            self.best_epoch = getattr(evaluator.state, "epoch", None)
             self.export()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "mode": self.mode, "best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("metric", self.metric) != self.metric or state.get("mode", self.mode) != self.mode:
+            logger.warning("best-model state for %s/%s ignored: this run tracks %s/%s", state.get("metric"),
+                           state.get("mode"), self.metric, self.mode)
+            return
+        self.best = float(state["best"])
+
+
+class EnsureBestModel:
+    """Attach to a trainer validated every N iterations: when it completes without any best model written at
+    ``path`` (training shorter than the validation interval), validate once, so the best-model file always exists
+    after training (P4/P5 export their segmentor at its best validation loss)."""
+
+    def __init__(self, validator: Engine, path: str | os.PathLike):
+        self.validator, self.path = validator, Path(path)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.path.exists():
+            self.validator.run()
+
+
+class EarlyStoppingValidation:
+    """Attach to a trainer: validate with ``validator`` every ``interval`` iterations (MONAI's ``ValidationHandler``),
+    stop the trainer ``patience_iterations`` after the last new best ``metric`` (MONAI's ``EarlyStopHandler`` on
+    the validator, ``mode`` "min" for losses), and validate once at the end when ``best_model_path`` was never
+    written (``EnsureBestModel``). P5's schedule (and P4's segmentor): validate every 100 iterations, stop 3000
+    iterations after the last minimum."""
+
+    def __init__(self, validator: Engine, interval: int, patience_iterations: int,
+                 best_model_path: str | os.PathLike, metric: str = "val_loss", mode: str = "min"):
+        self.validator, self.interval = validator, max(int(interval), 1)
+        self.patience = max(1, int(patience_iterations) // self.interval)
+        self.best_model_path, self.metric, self.mode = best_model_path, metric, mode
+
+    def attach(self, engine: Engine) -> None:
+        ValidationHandler(interval=self.interval, validator=self.validator, epoch_level=False).attach(engine)
+        EarlyStopHandler(patience=self.patience, score_function=metric_score(self.metric, self.mode), trainer=engine,
+                         epoch_level=True).attach(self.validator)
+        EnsureBestModel(self.validator, self.best_model_path).attach(engine)
+
+
+_WRITERS: dict[str, SummaryWriter] = {}
+
+
+def summary_writer(log_dir: str | os.PathLike) -> SummaryWriter:
+    """One TensorBoard ``SummaryWriter`` per folder and process, so the stages of a run log into one event file."""
+    key = os.path.abspath(str(log_dir))
+    if key not in _WRITERS:
+        _WRITERS[key] = SummaryWriter(log_dir=key)
+    return _WRITERS[key]
+
+
+class TrainingMonitor:
+    """What a person watching a stage needs, attached in one go (rank 0 only): MONAI's ``StatsHandler`` (log every
+    ``log_interval`` iterations) and ``TensorBoardStatsHandler`` (scalars), ``TensorBoardGanHandler`` (learning
+    rates of ``optimizers``; with ``image_keys`` a grid of mid slices every ``image_interval`` iterations), the
+    ``GanHealthMonitor`` (``gan_health``), and a progress bar on terminals.
+
+    Args:
+        tag: the stage's name in logs (and TensorBoard's tag for a single-number output: ``<tag>_loss``).
+        log_dir: TensorBoard folder (the writer is made at attach, on rank 0).
+        output_transform: engine output -> scalars (``scalar_outputs``: every 0-d entry; ``loss_output``: the loss).
+    """
+
+    def __init__(self, tag: str, log_dir: str | os.PathLike, log_interval: int = 10, image_interval: int = 50,
+                 optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+                 image_keys: Sequence[str] | None = None, gan_health: bool = False,
+                 output_transform: Callable = None, progress: Any = "auto"):
+        self.tag, self.log_dir, self.log_interval = str(tag), log_dir, max(int(log_interval), 1)
+        self.image_interval, self.optimizers = int(image_interval), dict(optimizers or {})
+        self.image_keys = tuple(image_keys) if image_keys else None
+        self.gan_health, self.progress = as_bool(gan_health), progress
+        self.output_transform = output_transform or scalar_outputs
+        self.writer = None
+
+    def attach(self, engine: Engine) -> None:
+        if not is_rank_zero():
+            return
+        self.writer = summary_writer(self.log_dir)
+        StatsHandler(tag_name=self.tag, iteration_log=self.log_interval,
+                     output_transform=self.output_transform).attach(engine)
+        TensorBoardStatsHandler(summary_writer=self.writer, iteration_log=self.log_interval, tag_name=f"{self.tag}_loss",
+                                output_transform=self.output_transform).attach(engine)
+        TensorBoardGanHandler(optimizers=self.optimizers, image_keys=self.image_keys or (),
+                              scalar_interval=self.log_interval,
+                              image_interval=self.image_interval if self.image_keys else 0,
+                              summary_writer=self.writer).attach(engine)
+        if self.gan_health:
+            GanHealthMonitor(interval=self.log_interval).attach(engine)
+        ProgressHandler(self.progress).attach(engine)

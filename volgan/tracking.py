@@ -17,6 +17,7 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import MLFlowHandler
 
+from volgan.distributed import is_rank_zero
 from volgan.errors import VolganConfigError
 from volgan.handlers import scalar_outputs
 
@@ -85,10 +86,7 @@ class MLflowTracking:
 
     @property
     def enabled(self) -> bool:
-        if not self.tracking_uri:
-            return False
-        return not (torch.distributed.is_available() and torch.distributed.is_initialized()
-                    and torch.distributed.get_rank() != 0)
+        return bool(self.tracking_uri) and is_rank_zero()
 
     def _handler(self, prefix: str, **kwargs) -> PrefixedMLFlowHandler:
         first = not self.handlers

@@ -1,14 +1,63 @@
-"""Data: datalists, validation, method-specific transforms and the embedded sample set."""
+"""Data: datalists, validation, method transforms, slices, unpaired domains, pairs, mixing and the embedded sample."""
 
-from volgan.data.datalist import find_pairs, is_volume_file, list_inputs, load_datalist, write_datalist
+from volgan.data.datalist import (
+    case_name,
+    find_pairs,
+    is_volume_file,
+    list_inputs,
+    load_datalist,
+    read_json,
+    write_datalist,
+)
+from volgan.data.dataset import distributed_loader, full_batch_loader, resolve_dataset, split_datalist
+from volgan.data.edges import CANNY_PRESETS, MaskWithEdgesd, canny_edges, edge_channels
+from volgan.data.inputs import image_inputs, label_map_inputs, translation_inputs
+from volgan.data.mixing import (
+    ConditionalMixedPairsPrepareBatch,
+    MixedPairsPrepareBatch,
+    RealSyntheticDataset,
+    minibatch_counts,
+    mix_batches,
+    mix_datalists,
+)
+from volgan.data.pairs import SameClassPairs, to_pair
+from volgan.data.perturbation import (
+    LesionPerturbd,
+    RandLesionPerturbd,
+    apply_lesion_perturbation,
+    draw_lesion_perturbation,
+    perturb_lesion,
+)
 from volgan.data.samples import SAMPLE_DIR, SUBJECTS, add_synthetic_lesion, make_sample_cases
+from volgan.data.slices import (
+    ForegroundMaskd,
+    ScaleToUnitRanged,
+    SliceDataset,
+    SliceSplit,
+    network_slice,
+    resize_slice,
+    restack,
+    scale_to_unit_range,
+    select_slices,
+)
 from volgan.data.transforms import (
     BrainAsLabeld,
     ForegroundNormalized,
     LoadOptionalImaged,
+    SelectChanneld,
     ToPseudoIntensityd,
-    TumourPerturbd,
-    perturb_lesion,
+    plain_tensor,
+    same_type_as,
+    stored_label_values,
+    synthesised_channels,
+)
+from volgan.data.unpaired import (
+    MapToSharedLabelsd,
+    UnpairedDataset,
+    check_unpaired,
+    domain_transforms,
+    intensity_transform,
+    shared_label_mapping,
 )
 from volgan.data.validate import (
     ValidateLabelMapd,
@@ -21,34 +70,21 @@ from volgan.data.validate import (
 )
 
 __all__ = [
-    "find_pairs", "is_volume_file", "list_inputs", "load_datalist", "write_datalist",
+    "case_name", "find_pairs", "is_volume_file", "list_inputs", "load_datalist", "read_json", "write_datalist",
+    "distributed_loader", "full_batch_loader", "resolve_dataset", "split_datalist",
+    "image_inputs", "label_map_inputs", "translation_inputs",
+    "CANNY_PRESETS", "MaskWithEdgesd", "canny_edges", "edge_channels",
+    "ConditionalMixedPairsPrepareBatch", "MixedPairsPrepareBatch", "RealSyntheticDataset", "minibatch_counts",
+    "mix_batches", "mix_datalists",
+    "SameClassPairs", "to_pair",
+    "LesionPerturbd", "RandLesionPerturbd", "apply_lesion_perturbation", "draw_lesion_perturbation", "perturb_lesion",
     "SAMPLE_DIR", "SUBJECTS", "add_synthetic_lesion", "make_sample_cases",
-    "BrainAsLabeld", "ForegroundNormalized", "LoadOptionalImaged", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion",
-    "ValidateLabelMapd", "ValidateVolumed", "check_image", "check_label", "check_pair", "load_volume", "validate_datalist",
+    "ForegroundMaskd", "ScaleToUnitRanged", "SliceDataset", "SliceSplit", "network_slice", "resize_slice", "restack",
+    "scale_to_unit_range", "select_slices",
+    "BrainAsLabeld", "ForegroundNormalized", "LoadOptionalImaged", "SelectChanneld", "ToPseudoIntensityd",
+    "plain_tensor", "same_type_as", "stored_label_values", "synthesised_channels",
+    "MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
+    "shared_label_mapping",
+    "ValidateLabelMapd", "ValidateVolumed", "check_image", "check_label", "check_pair", "load_volume",
+    "validate_datalist",
 ]
-
-from volgan.data.dataset import resolve_dataset, split_datalist  # noqa: E402
-
-__all__ += ["resolve_dataset", "split_datalist"]
-
-from volgan.data.mixing import mix_datalists  # noqa: E402
-
-__all__ += ["mix_datalists"]
-
-from volgan.data.unpaired import (  # noqa: E402
-    MapToSharedLabelsd,
-    UnpairedDataset,
-    check_unpaired,
-    domain_transforms,
-    intensity_transform,
-    shared_label_mapping,
-)
-
-__all__ += ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
-            "shared_label_mapping"]
-
-from volgan.data.edges import CANNY_PRESETS, MaskWithEdgesd, canny_edges  # noqa: E402
-from volgan.data.slices import ForegroundMaskd, SliceDataset, predict_slicewise, restack, select_slices  # noqa: E402
-
-__all__ += ["CANNY_PRESETS", "MaskWithEdgesd", "canny_edges", "ForegroundMaskd", "SliceDataset", "predict_slicewise", "restack",
-            "select_slices"]

@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from volgan.errors import VolganDataError
+from volgan.io import atomic_write_json
 
 __all__ = [
     "VOLUME_SUFFIXES",
+    "IMAGE_TAGS",
+    "LABEL_TAGS",
+    "volume_suffix",
     "is_volume_file",
+    "is_dicom_dir",
+    "file_stem",
+    "split_tag",
+    "case_name",
+    "read_json",
     "load_datalist",
     "find_pairs",
     "list_inputs",
@@ -21,11 +30,12 @@ __all__ = [
 ]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".tif", ".tiff")
-_LABEL_TAGS = ("label", "labels", "seg", "mask", "gt")
-_IMAGE_TAGS = ("image", "img", "t1", "t1ce", "t2", "flair", "ct", "mr", "mri", "vol", "volume")
+LABEL_TAGS = ("label", "labels", "seg", "mask", "gt")
+IMAGE_TAGS = ("image", "img", "t1", "t1ce", "t2", "flair", "ct", "mr", "mri", "vol", "volume")
 
 
-def _suffix(path: str | os.PathLike) -> str | None:
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The medical-image suffix of ``path`` (``.nii.gz``, ``.nrrd``, ...), or ``None``."""
     name = str(path).lower()
     for s in VOLUME_SUFFIXES:
         if name.endswith(s):
@@ -35,21 +45,31 @@ def _suffix(path: str | os.PathLike) -> str | None:
 
 def is_volume_file(path: str | os.PathLike) -> bool:
     """A file with a medical-image suffix (NIfTI, NRRD, MetaImage, DICOM, PNG/TIFF)."""
-    return os.path.isfile(path) and _suffix(path) is not None
+    return os.path.isfile(path) and volume_suffix(path) is not None
 
 
-def _is_dicom_dir(path: Path) -> bool:
+def is_dicom_dir(path: Path) -> bool:
+    """A folder holding a DICOM series (``*.dcm``, ``CT.*`` or ``MR.*`` files)."""
     return path.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or p.name.startswith(("CT.", "MR."))) for p in path.iterdir())
 
 
-def _stem(path: Path) -> str:
-    s = _suffix(path) or path.suffix
+def file_stem(path: str | os.PathLike) -> str:
+    """File name without its medical-image suffix (``case1_image.nii.gz`` -> ``case1_image``)."""
+    path = Path(path)
+    s = volume_suffix(path) or path.suffix
     return path.name[: len(path.name) - len(s)] if s else path.name
 
 
-def _split_tag(stem: str, tags: Sequence[str]) -> str | None:
+def split_tag(stem: str, tags: Sequence[str]) -> str | None:
+    """The case part of a tagged stem (``c1_t1`` with an image tag -> ``c1``), or ``None`` without such a tag."""
     m = re.match(rf"^(.*?)[_\-.]({'|'.join(tags)})$", stem, flags=re.IGNORECASE)
     return m.group(1) if m else None
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The case a file belongs to: its stem without an image or label tag (``c1_label.nii.gz`` -> ``c1``)."""
+    stem = file_stem(path)
+    return split_tag(stem, LABEL_TAGS + IMAGE_TAGS) or stem
 
 
 def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
@@ -66,12 +86,12 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
     if (folder / "dataset.json").is_file():
         return load_datalist(folder / "dataset.json")
     if (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir():
-        labels = {_stem(p): p for p in sorted((folder / "labelsTr").iterdir()) if _suffix(p)}
+        labels = {file_stem(p): p for p in sorted((folder / "labelsTr").iterdir()) if volume_suffix(p)}
         pairs = []
         for img in sorted((folder / "imagesTr").iterdir()):
-            if not _suffix(img):
+            if not volume_suffix(img):
                 continue
-            case = re.sub(r"_\d{4}$", "", _stem(img))
+            case = re.sub(r"_\d{4}$", "", file_stem(img))
             if case not in labels:
                 raise VolganDataError(img, f"no label file named {case}* in {folder / 'labelsTr'}")
             pairs.append({"image": str(img), "label": str(labels[case])})
@@ -81,14 +101,14 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
     images: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if not (_suffix(p) or _is_dicom_dir(p)):
+        if not (volume_suffix(p) or is_dicom_dir(p)):
             continue
-        stem = _stem(p)
-        case = _split_tag(stem, _LABEL_TAGS)
+        stem = file_stem(p)
+        case = split_tag(stem, LABEL_TAGS)
         if case is not None:
             labels[case] = p
             continue
-        case = _split_tag(stem, _IMAGE_TAGS)
+        case = split_tag(stem, IMAGE_TAGS)
         images[case if case is not None else stem] = p
     if not images and not labels:
         raise VolganDataError(folder, "holds no image/label files (expected <case>_image.nii.gz + <case>_label.nii.gz, "
@@ -102,7 +122,9 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
     return [{"image": str(images[c]), "label": str(labels[c])} for c in sorted(images)]
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, or one ``VolganDataError`` naming it (missing, unreadable, invalid JSON with the position)."""
+    path = Path(path)
     if not path.is_file():
         raise VolganDataError(path, "datalist does not exist")
     try:
@@ -133,7 +155,7 @@ def load_datalist(
         if path.is_dir():
             items, base, origin = find_pairs(path), None, str(path)
         else:
-            data = _read_json(path)
+            data = read_json(path)
             base, origin = path.parent, str(path)
             if isinstance(data, dict):
                 if key not in data:
@@ -185,15 +207,15 @@ def list_inputs(source: str | os.PathLike | Sequence, key: str = "label") -> lis
             raise VolganDataError(path, f"entry {missing[0]} has neither {key!r} nor 'image'")
         return [str(Path(it[key] if key in it else it["image"])) for it in items]
     if path.is_file():
-        if not _suffix(path):
+        if not volume_suffix(path):
             raise VolganDataError(path, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})")
         return [str(path)]
-    if _is_dicom_dir(path):
+    if is_dicom_dir(path):
         return [str(path)]
-    files = [p for p in sorted(path.iterdir()) if p.is_file() and _suffix(p)]
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and volume_suffix(p)]
     if (path / "dataset.json").is_file():
         return [it[key] for it in load_datalist(path / "dataset.json", keys=(key,))]
-    tagged = [p for p in files if _split_tag(_stem(p), _LABEL_TAGS) is not None]
+    tagged = [p for p in files if split_tag(file_stem(p), LABEL_TAGS) is not None]
     if key == "label":
         chosen = tagged or files
     else:  # images: a folder of pairs gives its image files
@@ -205,8 +227,6 @@ def list_inputs(source: str | os.PathLike | Sequence, key: str = "label") -> lis
 
 def write_datalist(path: str | os.PathLike, items: Sequence[dict], key: str = "training", **extra: Any) -> Path:
     """Write a decathlon datalist with paths relative to the JSON's folder (atomically)."""
-    from volgan.utils import atomic_write_json
-
     path = Path(path)
     base = path.parent.resolve()
     rel = []

@@ -1,4 +1,5 @@
-"""Turn the bundle's ``dataset_dir`` into a checked datalist; split datalists by case or by subject."""
+"""Turn the bundle's ``dataset_dir`` into a checked datalist; split datalists by case or by subject; loaders that
+always give full minibatches (few-label regimes)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.data import DataLoader, DistributedSampler
 
 from volgan.data.datalist import load_datalist
 from volgan.data.samples import make_sample_cases
 from volgan.data.validate import validate_datalist
+from volgan.errors import VolganConfigError
 
-__all__ = ["resolve_dataset", "split_datalist"]
+__all__ = ["resolve_dataset", "split_datalist", "full_batch_loader", "distributed_loader"]
 
 SAMPLE = "sample"
 
@@ -26,13 +30,19 @@ def resolve_dataset(
     spatial_dims: int = 3,
     label_key: str | None = "label",
     image_channels: int | None = None,
+    optional: bool = False,
 ) -> list[dict[str, Any]]:
     """Datalist for ``dataset_dir``: a decathlon JSON, a folder of pairs, a list, or ``"sample"``.
 
     ``"sample"`` materialises the embedded sample cases (``volgan.data.samples``) in ``work_dir/sample_data``.
     With ``validate``, every file is loaded and checked first (``validate_datalist``), so bad input stops
-    the run before anything is trained or written.
+    the run before anything is trained or written. ``optional``: ``None``/empty gives ``[]`` (an optional
+    validation set); otherwise a missing ``dataset_dir`` is one line saying it is required.
     """
+    if dataset_dir is None or (isinstance(dataset_dir, (str, list, tuple)) and not dataset_dir):
+        if optional:
+            return []
+        raise VolganConfigError("--dataset_dir is required: a datalist JSON or a folder of (image, label) pairs")
     if isinstance(dataset_dir, str) and dataset_dir == SAMPLE:
         base = Path(work_dir) if work_dir is not None else Path.cwd()
         path = base / "sample_data" / "dataset.json"
@@ -52,11 +62,12 @@ def split_datalist(
 ) -> tuple[list[dict], list[dict]]:
     """Random (train, validation) split; with ``group_key`` (e.g. ``"subject"``) whole groups go to one side."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise VolganConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.RandomState(seed)
     groups = sorted({str(it.get(group_key, i)) if group_key else str(i) for i, it in enumerate(items)})
     if len(groups) < 2:
-        raise ValueError("need at least two cases (or groups) to split")
+        raise VolganConfigError(f"need at least two cases (or groups) to split into training and validation, got "
+                                f"{len(groups)}: add cases or give the validation set explicitly")
     order = [groups[i] for i in rng.permutation(len(groups))]
     n_val = min(max(1, int(round(len(groups) * val_fraction))), len(groups) - 1)
     val_groups = set(order[:n_val])
@@ -67,3 +78,20 @@ def split_datalist(
     train = [dict(it) for i, it in enumerate(items) if group(i, it) not in val_groups]
     val = [dict(it) for i, it in enumerate(items) if group(i, it) in val_groups]
     return train, val
+
+
+def full_batch_loader(dataset: Any, batch_size: int, pin_memory: bool = False) -> DataLoader:
+    """A shuffling loader whose every minibatch is full: with fewer items than ``batch_size`` (few-label regimes)
+    items are drawn with replacement, and an epoch is ``max(len, batch_size)`` draws (P4/P5 minibatches)."""
+    n, b = len(dataset), int(batch_size)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=n < b, num_samples=max(n, b))
+    return DataLoader(dataset, batch_size=b, sampler=sampler, drop_last=True, pin_memory=bool(pin_memory))
+
+
+def distributed_loader(dataset: Any, batch_size: int, pin_memory: bool = False) -> DataLoader:
+    """``full_batch_loader`` under DDP: each rank draws its share (``DistributedSampler``, shuffled); minibatches
+    are full whenever a rank's share allows one."""
+    b = int(batch_size)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return DataLoader(dataset, batch_size=b, sampler=DistributedSampler(dataset, shuffle=True),
+                      drop_last=len(dataset) // world >= b, pin_memory=bool(pin_memory))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -12,16 +13,25 @@ from monai.transforms import MapTransform
 
 from volgan.errors import VolganConfigError
 
-__all__ = ["CANNY_PRESETS", "canny_edges", "MaskWithEdgesd"]
+__all__ = ["CANNY_PRESETS", "EDGE_MODES", "canny_edges", "edge_channels", "MaskWithEdgesd"]
 
 #: OpenCV Canny thresholds (low, high) the paper uses per dataset (ratio 1:3).
 CANNY_PRESETS: dict[str, tuple[float, float]] = {"heart": (20, 60), "prostate": (200, 600), "liver": (120, 360)}
 
 
+#: how the edges join the mask: "overlay" (one channel, edge pixels set to 1) or "channels" (mask, edges)
+EDGE_MODES = {"overlay": 1, "channels": 2}
+
+
+def edge_channels(mode: str = "overlay") -> int:
+    """Channels of the generator input ``MaskWithEdgesd`` makes in ``mode``."""
+    if mode not in EDGE_MODES:
+        raise VolganConfigError(f"--edge_mode must be one of {'|'.join(EDGE_MODES)}, got {mode!r}")
+    return EDGE_MODES[mode]
+
+
 def canny_edges(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """Binary Canny edges of a 2D image with OpenCV (as in P3): the image is min-max scaled to uint8 first."""
-    import cv2
-
     img = np.asarray(image, dtype=np.float64)
     lo, hi = float(img.min()), float(img.max())
     u8 = np.zeros(img.shape, np.uint8) if hi <= lo else np.round((img - lo) / (hi - lo) * 255).astype(np.uint8)
@@ -45,8 +55,7 @@ class MaskWithEdgesd(MapTransform):
             raise VolganConfigError(f"unknown Canny preset {preset!r}; choose from {sorted(CANNY_PRESETS)}")
         lo, hi = CANNY_PRESETS[preset] if preset is not None else (None, None)
         self.low, self.high = float(low if low is not None else lo), float(high if high is not None else hi)
-        if mode not in ("overlay", "channels"):
-            raise VolganConfigError(f"mode must be 'overlay' or 'channels', got {mode!r}")
+        edge_channels(mode)
         self.image_key, self.output_key, self.mode = image_key, output_key, mode
 
     def edges(self, image: np.ndarray) -> np.ndarray:

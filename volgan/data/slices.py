@@ -1,7 +1,9 @@
 """Slice-wise machinery of the 2D pipelines (P3, P4, P5): 3D volumes -> 2D slice pairs, and 2D predictions -> 3D.
 
 P3 segments 3D data slice by slice, resizes every slice to 256x256 (bicubic images, nearest labels), scales
-intensities to [-1, 1], and stacks the 2D predictions back into volumes so Dice is taken in 3D.
+intensities to [-1, 1], and stacks the 2D predictions back into volumes so Dice is taken in 3D. The 2D
+preprocessing is defined here once (``scale_to_unit_range`` per volume, then ``network_slice`` per slice) and
+used by training (``SliceDataset``) and by every slice-wise inference (``volgan.inferers.SlicewiseInferer``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from volgan.data.dataset import split_datalist
 from volgan.data.validate import check_image, check_label, check_pair, load_volume
 from volgan.errors import VolganDataError
 
-__all__ = ["select_slices", "resize_slice", "SliceDataset", "restack", "predict_slicewise", "ForegroundMaskd"]
+__all__ = ["select_slices", "resize_slice", "scale_to_unit_range", "network_slice", "ScaleToUnitRanged",
+           "SliceDataset", "SliceSplit", "restack", "ForegroundMaskd", "UNIT_RANGE_PERCENTILES"]
+
+#: per-volume intensity percentiles mapped to -1 and 1 (P3 and P5 scale intensities to [-1, 1])
+UNIT_RANGE_PERCENTILES = (0.5, 99.5)
 
 
 def select_slices(label: np.ndarray | torch.Tensor, axis: int = 2, empty_fraction: float = 0.0,
@@ -47,11 +58,42 @@ def resize_slice(x: torch.Tensor, size: Sequence[int] | None, mode: str) -> torc
     return F.interpolate(x[None].float(), size=tuple(size), mode=mode, **kwargs)[0]
 
 
-def _to_unit_range(img: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
+def scale_to_unit_range(img: torch.Tensor, lower: float = UNIT_RANGE_PERCENTILES[0],
+                        upper: float = UNIT_RANGE_PERCENTILES[1]) -> torch.Tensor:
+    """A whole volume's intensities: the ``lower`` / ``upper`` percentiles to -1 / 1, clipped (a constant volume
+    becomes -1). The first half of the 2D preprocessing, per volume."""
+    img = torch.as_tensor(img)
     lo, hi = torch.quantile(img.flatten().float(), torch.tensor([lower / 100.0, upper / 100.0]))
     if hi <= lo:
         return torch.zeros_like(img, dtype=torch.float32) - 1.0
     return ((img.float() - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
+
+
+def network_slice(image: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
+    """A (C, H, W) image slice (already in [-1, 1]) as the 2D networks see it: resized to ``size`` (bicubic), the
+    bicubic overshoot clipped back to [-1, 1]. The second half of the 2D preprocessing, per slice; a slice that
+    needs no resizing passes unchanged."""
+    if size is None or tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return resize_slice(image, size, "bicubic").clamp(-1, 1)
+
+
+class ScaleToUnitRanged(MapTransform):
+    """Dictionary form of ``scale_to_unit_range`` for inference pipelines (keeps a MetaTensor's geometry)."""
+
+    def __init__(self, keys: KeysCollection = "image", lower: float = UNIT_RANGE_PERCENTILES[0],
+                 upper: float = UNIT_RANGE_PERCENTILES[1], allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.lower, self.upper = float(lower), float(upper)
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            out = scale_to_unit_range(x.as_tensor() if isinstance(x, MetaTensor) else x, self.lower, self.upper)
+            d[key] = MetaTensor(out, meta=x.meta, applied_operations=x.applied_operations) \
+                if isinstance(x, MetaTensor) else out
+        return d
 
 
 class SliceDataset(Dataset):
@@ -76,7 +118,7 @@ class SliceDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[Mapping[str, Any]], axis: int = 2, size: Sequence[int] | None = (256, 256),
-                 empty_fraction: float = 0.1, percentiles: tuple[float, float] = (0.5, 99.5),
+                 empty_fraction: float = 0.1, percentiles: tuple[float, float] = UNIT_RANGE_PERCENTILES,
                  label_values: Sequence[int] | None = None, transform: Callable | None = None, seed: int = 0,
                  spatial_dims: int | None = None, foreground: Sequence[int] | None = None):
         self.transform = transform
@@ -99,7 +141,7 @@ class SliceDataset(Dataset):
                                       f"{sorted(int(v) for v in torch.unique(lab_t))})")
             if img_t.ndim == dims + 1:  # trailing singleton channel
                 img_t = img_t[..., 0]
-            img_t = _to_unit_range(img_t, *percentiles)
+            img_t = scale_to_unit_range(img_t, *percentiles)
             if dims == 2:
                 pairs = [(0, img_t, lab_t)]
             else:
@@ -107,7 +149,7 @@ class SliceDataset(Dataset):
                 pairs = [(i, img_t.select(axis, i), lab_t.select(axis, i)) for i in idx]
             for si, im2, lb2 in pairs:
                 self.slices.append({
-                    "image": resize_slice(im2[None], size, "bicubic").clamp(-1, 1),
+                    "image": network_slice(im2[None], size),
                     "label": resize_slice(lb2[None].float(), size, "nearest").long(),
                     "case": ci, "slice": si,
                 })
@@ -120,6 +162,22 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         d = dict(self.slices[i])
         return self.transform(d) if self.transform is not None else d
+
+
+class SliceSplit:
+    """Training and validation slices of a datalist split by case (P4/P5's early stopping): ``train`` and ``val``
+    are ``SliceDataset``s with the same slicing; the validation cases are ``val_items`` when given, else a
+    ``val_fraction`` of the cases (``volgan.data.dataset.split_datalist``, seeded)."""
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], val_items: Sequence[Mapping[str, Any]] | None = None,
+                 val_fraction: float = 0.2, seed: int = 0, axis: int = 2, size: Sequence[int] | None = (256, 256),
+                 empty_fraction: float = 0.0, foreground: Sequence[int] | None = None,
+                 transform: Callable | None = None):
+        self.train_items, self.val_items = ((list(items), list(val_items)) if val_items
+                                            else split_datalist(items, val_fraction, seed))
+        kw = dict(axis=axis, size=size, empty_fraction=empty_fraction, seed=seed, transform=transform,
+                  foreground=foreground)
+        self.train, self.val = SliceDataset(self.train_items, **kw), SliceDataset(self.val_items, **kw)
 
 
 def restack(slices: Sequence[torch.Tensor], shape: Sequence[int], axis: int = 2, indices: Sequence[int] | None = None,
@@ -137,18 +195,6 @@ def restack(slices: Sequence[torch.Tensor], shape: Sequence[int], axis: int = 2,
         r = resize_slice(sl, plane, mode)
         out.select(axis + 1, i).copy_(r.to(out.dtype) if mode == "nearest" else r)
     return out
-
-
-@torch.no_grad()
-def predict_slicewise(net: torch.nn.Module, image: torch.Tensor, axis: int = 2, size: Sequence[int] | None = (256, 256),
-                      batch_size: int = 8, device: Any = "cpu") -> torch.Tensor:
-    """Run a 2D segmentor slice by slice over a (C, X, Y, Z) volume (resized to ``size`` in-plane, as in
-    training) and return the (X, Y, Z) argmax label map at the volume's own size (``SlicewiseInferer``)."""
-    from volgan.inference import SlicewiseInferer
-
-    net.eval()
-    vol = torch.as_tensor(image).float()[None].to(device)
-    return SlicewiseInferer(size, axis, batch_size)(vol, net).argmax(1)[0].cpu()
 
 
 class ForegroundMaskd:

@@ -9,15 +9,17 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform, RandomizableTransform
-from scipy import ndimage
+from monai.transforms import LoadImaged, MapTransform
 
+from volgan.config import as_bool
 from volgan.data.validate import source_path
 from volgan.errors import VolganDataError
 
-__all__ = ["BrainAsLabeld", "LoadOptionalImaged", "ForegroundNormalized", "ToPseudoIntensityd", "TumourPerturbd", "perturb_lesion"]
+__all__ = ["BrainAsLabeld", "LoadOptionalImaged", "ForegroundNormalized", "ToPseudoIntensityd", "SelectChanneld",
+           "same_type_as", "plain_tensor", "stored_label_values", "synthesised_channels"]
 
-BRATS_LESION_LABELS = (1, 2, 4)
+#: BraTS label values on disk (1 necrosis, 2 oedema, 4 enhancing); MM-GAN adds 3 = rest of the brain
+BRATS_RAW_LABELS = (0, 1, 2, 4)
 
 
 class LoadOptionalImaged(MapTransform):
@@ -35,7 +37,14 @@ class LoadOptionalImaged(MapTransform):
         return self.loader(data)
 
 
-def _like(new: np.ndarray, ref: Any) -> Any:
+def plain_tensor(x: Any) -> torch.Tensor:
+    """A plain ``torch.Tensor`` (MetaTensor metadata dropped: cheaper ops, weights-only-safe checkpoints)."""
+    t = torch.as_tensor(x)
+    return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t
+
+
+def same_type_as(new: np.ndarray, ref: Any) -> Any:
+    """``new`` as the type of ``ref``: a MetaTensor keeps ``ref``'s metadata, a tensor its dtype and device."""
     if isinstance(ref, MetaTensor):
         out = MetaTensor(torch.as_tensor(new, dtype=ref.dtype), meta=ref.meta)
         out.applied_operations = list(ref.applied_operations)
@@ -43,6 +52,42 @@ def _like(new: np.ndarray, ref: Any) -> Any:
     if isinstance(ref, torch.Tensor):
         return torch.as_tensor(new, dtype=ref.dtype, device=ref.device)
     return new.astype(ref.dtype, copy=False)
+
+
+def stored_label_values(label_values: Sequence[int], label_mapping: Mapping[Any, int] | None = None,
+                        brain_as_label: Any = False) -> list[int]:
+    """The label values the files on disk may hold, given what the method works with (MM-GAN's ``label_values``):
+    the keys of ``label_mapping`` when one is given, BraTS' raw {0, 1, 2, 4} with ``brain_as_label`` (label 3 is
+    added from the image), else ``label_values`` themselves."""
+    if label_mapping:
+        return sorted(int(k) for k in label_mapping)
+    return list(BRATS_RAW_LABELS) if as_bool(brain_as_label) else [int(v) for v in label_values]
+
+
+def synthesised_channels(image_channels: int | None = None, modality: int | None = None) -> int:
+    """Output channels of a label-map-to-image generator: one modality (``modality`` of ``image_channels``
+    stacked ones, or single-channel images), or all ``image_channels`` at once (``modality`` ``None``)."""
+    return 1 if modality is not None or not image_channels else int(image_channels)
+
+
+class SelectChanneld(MapTransform):
+    """Keep one channel (``channel``) of channel-first data, e.g. the modality a model synthesises (one model per
+    modality, as MM-GAN); ``channel=None`` keeps all."""
+
+    def __init__(self, keys: KeysCollection = "image", channel: int | None = None, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.channel = None if channel is None else int(channel)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        if self.channel is None:
+            return d
+        for key in self.key_iterator(d):
+            if not 0 <= self.channel < d[key].shape[0]:
+                raise VolganDataError(source_path(d[key]), f"has {d[key].shape[0]} channel(s), modality "
+                                      f"{self.channel} was asked for")
+            d[key] = d[key][self.channel:self.channel + 1]
+        return d
 
 
 class BrainAsLabeld(MapTransform):
@@ -65,7 +110,7 @@ class BrainAsLabeld(MapTransform):
             if np.any(lab == self.brain_label):
                 raise VolganDataError(source_path(d[key]), f"already contains label {self.brain_label}; "
                                       "it is reserved for 'rest of the brain'")
-            d[key] = _like(np.where((lab == 0) & brain, self.brain_label, lab), d[key])
+            d[key] = same_type_as(np.where((lab == 0) & brain, self.brain_label, lab), d[key])
         return d
 
 
@@ -105,109 +150,9 @@ class ForegroundNormalized(MapTransform):
                     raise VolganDataError(source_path(d[key]), "image is constant inside the foreground")
                 z = (vals - vals.mean()) / std
                 out[c][fg] = np.clip(z / self.z_range, -1.0, 1.0) if self.scale else z
-            d[key] = _like(out, d[key]) if isinstance(d[key], torch.Tensor) else out
+            d[key] = same_type_as(out, d[key]) if isinstance(d[key], torch.Tensor) else out
             if isinstance(d[key], torch.Tensor):
                 d[key] = d[key].float()
-        return d
-
-
-def perturb_lesion(
-    label: np.ndarray,
-    rng: np.random.RandomState,
-    lesion_labels: Sequence[int] = BRATS_LESION_LABELS,
-    fill_label: int = 3,
-    rotate_range: float = np.pi / 6,
-    scale_range: tuple[float, float] = (0.8, 1.2),
-    flip_prob: float = 0.5,
-    elastic_sigma: float = 2.0,
-    elastic_magnitude: float = 2.0,
-    margin: int = 4,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Deform only the lesion inside a label map (MM-GAN Sec. V-D augmentation): flip, rotation, scaling, elastic.
-
-    The lesion (voxels with ``lesion_labels``) is cut out of its bounding box (+``margin``), replaced by
-    ``fill_label``, transformed about its own centre with nearest-neighbour interpolation, and pasted back
-    only where the organ is (label > 0), so it stays inside the organ. Returns the new label map and the
-    parameters drawn (for provenance). ``label`` is a spatial array (no channel).
-    """
-    lesion = np.isin(label, list(lesion_labels))
-    organ = label > 0
-    if not lesion.any():
-        return label.copy(), {"perturbed": False, "reason": "no lesion"}
-    nd = label.ndim
-    idx = np.argwhere(lesion)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, label.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    crop = np.where(lesion[box], label[box], 0)
-    shape = np.array(crop.shape, dtype=float)
-    centre = (shape - 1) / 2.0
-
-    scale = rng.uniform(*scale_range)
-    flips = [bool(rng.rand() < flip_prob) for _ in range(nd)]
-    angles = rng.uniform(-rotate_range, rotate_range, size=3 if nd == 3 else 1)
-    if nd == 3:
-        cx, cy, cz = np.cos(angles)
-        sx, sy, sz = np.sin(angles)
-        rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-        rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-        rot = rz @ ry @ rx
-    else:
-        c, s = np.cos(angles[0]), np.sin(angles[0])
-        rot = np.array([[c, -s], [s, c]])
-    flip = np.diag([-1.0 if f else 1.0 for f in flips])
-    fwd = rot @ flip * scale  # output = fwd @ (input - centre) + centre
-    inv = np.linalg.inv(fwd)
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in crop.shape], indexing="ij"))
-    coords = np.tensordot(inv, grid - centre.reshape((nd,) + (1,) * nd), axes=1) + centre.reshape((nd,) + (1,) * nd)
-    if elastic_magnitude > 0:
-        for axis in range(nd):
-            field = ndimage.gaussian_filter(rng.uniform(-1, 1, crop.shape), elastic_sigma, mode="constant")
-            field /= max(np.abs(field).max(), 1e-6)
-            coords[axis] += field * elastic_magnitude
-    moved = ndimage.map_coordinates(crop, coords, order=0, mode="constant", cval=0)
-    out = label.copy()
-    out[lesion] = fill_label
-    region = out[box]
-    paste = (moved > 0) & organ[box]
-    region[paste] = moved[paste]
-    out[box] = region
-    params = {"perturbed": True, "scale": float(scale), "flips": flips, "angles_rad": [float(a) for a in angles],
-              "elastic_sigma": elastic_sigma, "elastic_magnitude": elastic_magnitude,
-              "lesion_voxels_before": int(lesion.sum()), "lesion_voxels_after": int(np.isin(out, list(lesion_labels)).sum())}
-    return out, params
-
-
-class TumourPerturbd(RandomizableTransform, MapTransform):
-    """Randomly perturb the lesion inside a label map, keeping it inside the organ (MM-GAN Sec. V-D).
-
-    See ``perturb_lesion``; the drawn parameters are stored in ``data[f"{key}_perturbation"]``.
-    Seed with ``set_random_state(seed)`` (MONAI convention) for repeatable perturbations.
-    """
-
-    def __init__(self, keys: KeysCollection = "label", prob: float = 1.0,
-                 lesion_labels: Sequence[int] = BRATS_LESION_LABELS, fill_label: int = 3,
-                 rotate_range: float = np.pi / 6, scale_range: tuple[float, float] = (0.8, 1.2),
-                 flip_prob: float = 0.5, elastic_sigma: float = 2.0, elastic_magnitude: float = 2.0,
-                 allow_missing_keys: bool = False):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.kwargs = dict(lesion_labels=tuple(lesion_labels), fill_label=fill_label, rotate_range=rotate_range,
-                           scale_range=tuple(scale_range), flip_prob=flip_prob, elastic_sigma=elastic_sigma,
-                           elastic_magnitude=elastic_magnitude)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        self.randomize(None)
-        for key in self.key_iterator(d):
-            if not self._do_transform:
-                d[f"{key}_perturbation"] = {"perturbed": False}
-                continue
-            lab = np.asarray(d[key])
-            new, params = perturb_lesion(lab[0], self.R, **self.kwargs)
-            d[key] = _like(new[None], d[key])
-            d[f"{key}_perturbation"] = params
         return d
 
 

@@ -7,11 +7,21 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    RandCropByLabelClassesd,
+    Randomizable,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
+    SpatialPadd,
+)
 from torch.utils.data import Dataset
 
-from volgan.data.transforms import _like
-from volgan.data.validate import check_image, check_label, check_pair, load_volume, source_path
+from volgan.data.transforms import LoadOptionalImaged, same_type_as
+from volgan.data.validate import ValidateVolumed, check_image, check_label, check_pair, load_volume, source_path
 from volgan.errors import VolganConfigError, VolganDataError
 
 __all__ = ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
@@ -56,7 +66,7 @@ class MapToSharedLabelsd(MapTransform):
             lut = torch.zeros(max(values + list(self.mapping)) + 1, dtype=torch.long)
             for k, v in self.mapping.items():
                 lut[k] = v
-            d[key] = _like(lut[lab.long().clamp(min=0)].numpy(), d[key])
+            d[key] = same_type_as(lut[lab.long().clamp(min=0)].numpy(), d[key])
         return d
 
 
@@ -123,8 +133,6 @@ def intensity_transform(keys: KeysCollection, spec: Mapping[str, Any]):
     ``{"kind": "range", "a_min": -200, "a_max": 400}`` (CT window in HU, clipped) or
     ``{"kind": "percentile", "lower": 0.5, "upper": 99.5}`` (MRI, per volume, clipped).
     """
-    from monai.transforms import ScaleIntensityRanged, ScaleIntensityRangePercentilesd
-
     kind = spec.get("kind", "percentile")
     if kind == "range":
         return ScaleIntensityRanged(keys, a_min=float(spec["a_min"]), a_max=float(spec["a_max"]), b_min=-1.0,
@@ -141,10 +149,6 @@ def domain_transforms(intensity: Mapping[str, Any], mapping: Mapping[Any, int] |
     """One domain's pipeline: load, check, shared labels, intensities to [-1, 1]; with ``patch_size`` a padded,
     foreground-balanced random crop (``RandCropByLabelClassesd``). ``label="optional"``: a label is used when the
     item has one (inference on images with or without labels)."""
-    from monai.transforms import Compose, EnsureTyped, LoadImaged, RandCropByLabelClassesd, SpatialPadd
-
-    from volgan.data.transforms import LoadOptionalImaged
-    from volgan.data.validate import ValidateVolumed
 
     optional = label == "optional"
     keys = ["image", "label"] if label else ["image"]

@@ -13,7 +13,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
-from volgan.data.datalist import VOLUME_SUFFIXES, _is_dicom_dir, _suffix
+from volgan.data.datalist import VOLUME_SUFFIXES, is_dicom_dir, volume_suffix
 from volgan.errors import VolganDataError
 
 __all__ = [
@@ -43,12 +43,12 @@ def load_volume(path: str | os.PathLike, reader: str | None = None) -> MetaTenso
     if not p.exists():
         raise VolganDataError(p, "file does not exist")
     if p.is_dir():
-        if not _is_dicom_dir(p):
+        if not is_dicom_dir(p):
             raise VolganDataError(p, "is a folder but not a DICOM series")
     else:
         if p.stat().st_size == 0:
             raise VolganDataError(p, "empty file (0 bytes)")
-        if _suffix(p) is None:
+        if volume_suffix(p) is None:
             raise VolganDataError(p, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})")
     try:
         img = LoadImage(reader=reader, image_only=True, ensure_channel_first=False)(str(p))

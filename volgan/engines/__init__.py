@@ -1,39 +1,26 @@
-"""Trainers (MONAI ``Trainer`` subclasses), one per training scheme, and their helpers."""
+"""Trainers (MONAI ``Trainer`` subclasses on one base), one per training scheme, the staged training run every
+bundle's ``train#trainer`` is, and their helpers."""
 
-from volgan.engines.base import AdversarialTrainerBase, NonFiniteLossError, set_requires_grad
+from volgan.engines.base import NonFiniteLossError, VolganTrainer, set_requires_grad
 from volgan.engines.conditional_gan import ConditionalGanTrainer
-from volgan.engines.cycle_shape import MODES, CycleKeys, CycleShapeEvents, CycleShapeTrainer
+from volgan.engines.cycle_shape import MODES, CycleShapeEvents, CycleShapeTrainer
+from volgan.engines.gan_pretrain import GAN_PRETRAIN_MODES, GanPretrainModes
 from volgan.engines.image_pool import ImagePool
-from volgan.engines.keys import GanKeys
-from volgan.engines.pairs import SameClassPairs
+from volgan.engines.keys import OutputKeys
 from volgan.engines.schedules import LinearDecay, linear_decay_scheduler
-from volgan.engines.wgan_gp import (
-    ConditionalMixedPairsPrepareBatch,
-    MixedPairsPrepareBatch,
-    PairCriticWganGpTrainer,
-    WganGpTrainer,
-    ratio_presets,
-    to_pair,
-)
+from volgan.engines.segmentor import KeyedBatch, SegmentorTrainer, ValidationLossEvaluator, image_label_batch
+from volgan.engines.stages import Stage, StagedTraining
+from volgan.engines.wgan_gp import PairCriticWganGpTrainer, WganGpTrainer
 
 __all__ = [
-    "AdversarialTrainerBase",
-    "NonFiniteLossError",
-    "set_requires_grad",
+    "VolganTrainer", "NonFiniteLossError", "set_requires_grad",
     "ConditionalGanTrainer",
-    "CycleShapeTrainer",
-    "CycleShapeEvents",
-    "CycleKeys",
-    "MODES",
+    "CycleShapeTrainer", "CycleShapeEvents", "MODES",
+    "GanPretrainModes", "GAN_PRETRAIN_MODES",
     "ImagePool",
-    "GanKeys",
-    "WganGpTrainer",
-    "MixedPairsPrepareBatch",
-    "PairCriticWganGpTrainer",
-    "ConditionalMixedPairsPrepareBatch",
-    "SameClassPairs",
-    "ratio_presets",
-    "to_pair",
-    "LinearDecay",
-    "linear_decay_scheduler",
+    "OutputKeys",
+    "LinearDecay", "linear_decay_scheduler",
+    "SegmentorTrainer", "ValidationLossEvaluator", "KeyedBatch", "image_label_batch",
+    "Stage", "StagedTraining",
+    "WganGpTrainer", "PairCriticWganGpTrainer",
 ]

@@ -1,4 +1,5 @@
-"""Common machinery of volgan's adversarial trainers: AMP with one GradScaler per optimiser, skip-on-NaN."""
+"""The base of every volgan trainer (GANs and segmentors): the same options everywhere (AMP fp16/bf16 with one
+GradScaler per optimiser, gradient accumulation, cuDNN autotuning, skip-on-NaN with a deferred check)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import torch
 from monai.engines import Trainer
 from monai.engines.workflow import Workflow
 
+from volgan.config import TRAINER_OPTIONS, amp_enabled, resolve_device, trainer_options
 from volgan.errors import VolganError
-from volgan.utils import amp_enabled, as_bool, resolve_device
 
-__all__ = ["AdversarialTrainerBase", "NonFiniteLossError", "plain_tensor", "set_requires_grad"]
+__all__ = ["VolganTrainer", "NonFiniteLossError", "set_requires_grad"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +25,6 @@ CUDA_NONFINITE_CHECK_INTERVAL = 50
 
 class NonFiniteLossError(VolganError, RuntimeError):
     """Raised after too many consecutive non-finite losses or gradients."""
-
-
-def plain_tensor(x) -> torch.Tensor:
-    """A plain ``torch.Tensor`` (MetaTensor metadata dropped: cheaper ops, weights-only-safe checkpoints)."""
-    t = torch.as_tensor(x)
-    return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t
 
 
 def set_requires_grad(nets: torch.nn.Module | Iterable[torch.nn.Module], flag: bool) -> None:
@@ -57,8 +52,8 @@ def _supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
         g.get("fused") for g in optimizer.param_groups)
 
 
-class AdversarialTrainerBase(Trainer):
-    """MONAI ``Trainer`` for several networks and optimisers (base of every volgan GAN trainer).
+class VolganTrainer(Trainer):
+    """MONAI ``Trainer`` for one or several networks and optimisers (base of every volgan trainer).
 
     Adds: ``autocast()`` for CUDA AMP (fp16 with one ``GradScaler`` per optimiser, or bf16 with none);
     ``optimise(name, loss, optimizer, params)`` that backpropagates, unscales and steps, and skips the step
@@ -75,6 +70,8 @@ class AdversarialTrainerBase(Trainer):
     Args:
         device, max_epochs, train_data_loader, epoch_length, non_blocking, train_handlers: as MONAI's Trainer.
         optimizers: name -> optimiser; one ``GradScaler`` is created per name.
+        options: the trainer options as one mapping (``volgan.config.TRAINER_OPTIONS``; a bundle passes its
+            ``@trainer_options``), merged under the keyword arguments below that are given explicitly.
         amp: enable CUDA automatic mixed precision (on a CPU only with ``amp_dtype="bfloat16"``).
         amp_dtype: ``"float16"`` (with GradScaler, CUDA) or ``"bfloat16"`` (no scaler; CUDA or CPU).
         max_nonfinite_steps: consecutive non-finite steps tolerated before stopping (0 = never stop).
@@ -98,19 +95,18 @@ class AdversarialTrainerBase(Trainer):
         non_blocking: bool | None = None,
         prepare_batch: Callable | None = None,
         train_handlers: Sequence | None = None,
-        amp: bool = False,
-        amp_dtype: str = "float16",
-        max_nonfinite_steps: int = 10,
-        grad_accum_steps: int = 1,
-        cudnn_benchmark: bool = True,
-        nonfinite_check_interval: int | None = None,
+        options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in TRAINER_OPTIONS}
+        opts = trainer_options(options, **given)
+        amp, amp_dtype, cudnn_benchmark = opts["amp"], opts["amp_dtype"], opts["cudnn_benchmark"]
+        grad_accum_steps, max_nonfinite_steps = opts["grad_accum_steps"], opts["max_nonfinite_steps"]
+        nonfinite_check_interval = opts["nonfinite_check_interval"]
+        self.options = opts
         device = resolve_device(device)
         if nonfinite_check_interval is None:
             nonfinite_check_interval = CUDA_NONFINITE_CHECK_INTERVAL if device.type == "cuda" else 1
-        if int(nonfinite_check_interval) < 1:
-            raise ValueError(f"nonfinite_check_interval must be >= 1, got {nonfinite_check_interval}")
         self.nonfinite_check_interval = int(nonfinite_check_interval)
         self._pending_finite: list[tuple[str, int, torch.Tensor]] = []
         self._warned_sync: set[str] = set()
@@ -119,8 +115,6 @@ class AdversarialTrainerBase(Trainer):
             non_blocking = device.type == "cuda"
         if device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        if int(grad_accum_steps) < 1:
-            raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         self.grad_accum_steps = int(grad_accum_steps)
         self._accum_count: dict[str, int] = {}
         self._accum_ok: dict[str, torch.Tensor] = {}
@@ -136,12 +130,10 @@ class AdversarialTrainerBase(Trainer):
             **({"prepare_batch": prepare_batch} if prepare_batch is not None else {}),
             **kwargs,
         )
-        if amp_dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}")
         self.amp_dtype = getattr(torch, amp_dtype)
         # CPU: bf16 autocast on request (amp + amp_dtype "bfloat16"): 2.9x faster MM-GAN steps on a CPU with
         # AVX512-BF16 (benchmarks/README.md); fp16 autocast is CUDA-only, so amp alone stays a no-op on a CPU
-        self.cpu_bf16 = as_bool(amp) and device.type == "cpu" and amp_dtype == "bfloat16"
+        self.cpu_bf16 = amp and device.type == "cpu" and amp_dtype == "bfloat16"
         self.optimizers = dict(optimizers)
         self.scalers = {
             name: torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == "float16") for name in self.optimizers

@@ -6,18 +6,18 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from volgan.engines.base import AdversarialTrainerBase, plain_tensor, set_requires_grad
+from volgan.data.transforms import plain_tensor
+from volgan.engines.base import VolganTrainer, set_requires_grad
 from volgan.engines.image_pool import ImagePool
-from volgan.engines.keys import GanKeys
-from volgan.losses import LSGANLoss
+from volgan.engines.keys import OutputKeys
+from volgan.losses import L1SoftmaxLoss, LSGANLoss
 
 __all__ = ["ConditionalGanTrainer"]
 
 
-class ConditionalGanTrainer(AdversarialTrainerBase):
+class ConditionalGanTrainer(VolganTrainer):
     """Trains G: condition -> image against a conditional PatchGAN D (MM-GAN, P1 Sec. IV).
 
     Each iteration (batch of condition ``c`` = one-hot label map and real image ``x``):
@@ -35,16 +35,17 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
     With ``d_cond_key`` D judges (that condition, image) instead of (``cond_key``, image): P3's D sees the
     plain mask while G gets the mask with Canny edges.
 
-    ``engine.state.output`` holds ``GanKeys`` entries: losses as floats (G_LOSS, G_ADV, G_REC, D_LOSS,
+    ``engine.state.output`` holds ``OutputKeys`` entries: losses as floats (G_LOSS, G_ADV, G_REC, D_LOSS,
     D_REAL/D_FAKE = mean D scores, S_LOSS) and the detached tensors COND, REAL, FAKE for image logging.
 
     Args:
-        device, max_epochs, train_data_loader: see ``AdversarialTrainerBase``; its other arguments
-            (``epoch_length``, ``train_handlers``, ``amp``, ``amp_dtype``, ``max_nonfinite_steps``...) pass as kwargs.
+        device, max_epochs, train_data_loader: see ``VolganTrainer``; its other arguments
+            (``epoch_length``, ``train_handlers``, ``options``, ``amp``, ``amp_dtype``...) pass as kwargs.
         g_network, d_network: generator and (conditional) discriminator.
         g_optimizer, d_optimizer: their optimisers (MM-GAN: Adam betas (0, 0.9), lr 4e-4 / 1e-4).
         adv_loss: adversarial loss called as ``adv(scores, target_is_real, for_discriminator)``
             (default ``LSGANLoss``).
+        rec_loss: reconstruction loss ``rec(fake, real)`` weighted by ``lambda_rec`` (default L1).
         pool: ``ImagePool`` (``None`` or size 0 disables it).
         lambda_rec: weight of an optional L1 reconstruction term.
         cond_key, image_key: batch keys of the condition and the real image.
@@ -63,6 +64,7 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
         g_optimizer: torch.optim.Optimizer,
         d_optimizer: torch.optim.Optimizer,
         adv_loss: torch.nn.Module | None = None,
+        rec_loss: torch.nn.Module | None = None,
         pool: ImagePool | None = None,
         lambda_rec: float = 0.0,
         cond_key: str = "cond",
@@ -87,8 +89,6 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
             prepare_batch=self._prepare,
             **kwargs,
         )
-        from volgan.losses import L1SoftmaxLoss
-
         self.d_cond_key = d_cond_key or cond_key
         self.s_network, self.s_optimizer = s_network, s_optimizer
         self.s_loss = s_loss if s_loss is not None else L1SoftmaxLoss()
@@ -100,6 +100,7 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         self.adv_loss = adv_loss if adv_loss is not None else LSGANLoss()
+        self.rec_loss = rec_loss if rec_loss is not None else torch.nn.L1Loss()
         self.pool = pool if pool is not None else ImagePool(pool_size=0)
         self.lambda_rec = float(lambda_rec)
         self.cond_key = cond_key
@@ -141,7 +142,7 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
         set_requires_grad(d, False)
         with engine.autocast():
             g_adv = engine.adv_loss(d(fake, d_cond), True, False)
-            g_rec = F.l1_loss(fake.float(), real) if engine.lambda_rec > 0 else torch.zeros((), device=fake.device)
+            g_rec = engine.rec_loss(fake.float(), real) if engine.lambda_rec > 0 else torch.zeros((), device=fake.device)
             g_loss = g_adv + engine.lambda_rec * g_rec
         engine.optimise("g", g_loss)
         set_requires_grad(d, True)
@@ -152,17 +153,17 @@ class ConditionalGanTrainer(AdversarialTrainerBase):
             with engine.autocast():
                 s_loss = engine.s_loss(engine.s_network(fake.detach()), mask)
             engine.optimise("s", s_loss)
-            extra[GanKeys.S_LOSS] = s_loss.detach()
+            extra[OutputKeys.S_LOSS] = s_loss.detach()
 
         return {
             **extra,
-            GanKeys.COND: cond.detach(),
-            GanKeys.REAL: real.detach(),
-            GanKeys.FAKE: fake.detach(),
-            GanKeys.G_LOSS: g_loss.detach(),
-            GanKeys.G_ADV: g_adv.detach(),
-            GanKeys.G_REC: g_rec.detach(),
-            GanKeys.D_LOSS: d_loss.detach(),
-            GanKeys.D_REAL: s_real.detach().float().mean(),
-            GanKeys.D_FAKE: s_fake.detach().float().mean(),
+            OutputKeys.COND: cond.detach(),
+            OutputKeys.REAL: real.detach(),
+            OutputKeys.FAKE: fake.detach(),
+            OutputKeys.G_LOSS: g_loss.detach(),
+            OutputKeys.G_ADV: g_adv.detach(),
+            OutputKeys.G_REC: g_rec.detach(),
+            OutputKeys.D_LOSS: d_loss.detach(),
+            OutputKeys.D_REAL: s_real.detach().float().mean(),
+            OutputKeys.D_FAKE: s_fake.detach().float().mean(),
         }

@@ -6,34 +6,18 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from monai.utils import StrEnum
 from ignite.engine import EventEnum
 
-from volgan.engines.base import AdversarialTrainerBase, plain_tensor, set_requires_grad
+from volgan.data.mixing import mix_batches
+from volgan.data.transforms import plain_tensor
+from volgan.engines.base import VolganTrainer, set_requires_grad
 from volgan.engines.image_pool import ImagePool
-from volgan.losses import CycleConsistencyLoss, LSGANLoss, ShapeConsistencyLoss
+from volgan.engines.keys import OutputKeys
+from volgan.losses import CycleConsistencyLoss, LSGANLoss, SegmentationCELoss, ShapeConsistencyLoss
 
-__all__ = ["CycleShapeTrainer", "CycleKeys", "CycleShapeEvents", "MODES"]
+__all__ = ["CycleShapeTrainer", "CycleShapeEvents", "MODES"]
 
 MODES = ("ours", "ada", "cyclegan")
-
-
-class CycleKeys(StrEnum):
-    """Output keys of ``CycleShapeTrainer``."""
-
-    PHASE = "phase"
-    G_LOSS = "g_loss"
-    G_ADV = "g_adv"
-    CYCLE = "cycle"
-    SHAPE = "shape"
-    D_LOSS = "d_loss"
-    S_LOSS = "s_loss"
-    REAL_A = "real_a"
-    REAL_B = "real_b"
-    FAKE_A = "fake_a"
-    FAKE_B = "fake_b"
-    REC_A = "rec_a"
 
 
 class CycleShapeEvents(EventEnum):
@@ -44,7 +28,7 @@ class CycleShapeEvents(EventEnum):
     D_STEP_COMPLETED = "d_step_completed"
 
 
-class CycleShapeTrainer(AdversarialTrainerBase):
+class CycleShapeTrainer(VolganTrainer):
     """Trains G_A, G_B, D_A, D_B and the segmentors S_A, S_B of the cycle/shape GAN (P2).
 
     Domains A (CT) and B (MRI) are unpaired; labels share one space. Per iteration, by phase:
@@ -69,8 +53,11 @@ class CycleShapeTrainer(AdversarialTrainerBase):
         lambda_cycle, gamma_shape: loss weights (10 and 1 in P2).
         synthetic_fraction: share of synthetic samples in S batches (0.5: "half real / half synthetic").
         pool_size: image pool per domain (CycleGAN: 50; 0 disables).
-        kwargs: ``epoch_length``, ``train_handlers``, ``amp``, ``amp_dtype``, ``max_nonfinite_steps``... of
-            ``AdversarialTrainerBase``.
+        adv_loss: adversarial loss ``adv(scores, target_is_real, for_discriminator)`` (default LSGAN, P2).
+        cycle_loss, shape_loss: default ``CycleConsistencyLoss(lambda_cycle)``, ``ShapeConsistencyLoss(gamma_shape)``
+            (Eqs. 2 and 4; the weights apply only to the defaults).
+        seg_loss: segmentors' supervised loss ``seg(logits, label)`` (default cross-entropy, P2).
+        kwargs: ``epoch_length``, ``train_handlers``, ``options``, ``amp``... of ``VolganTrainer``.
     """
 
     def __init__(
@@ -95,6 +82,10 @@ class CycleShapeTrainer(AdversarialTrainerBase):
         pretrain_gd_epochs: int = 0,
         pool_size: int = 50,
         seed: int = 0,
+        adv_loss: torch.nn.Module | None = None,
+        cycle_loss: torch.nn.Module | None = None,
+        shape_loss: torch.nn.Module | None = None,
+        seg_loss: torch.nn.Module | None = None,
         **kwargs: Any,
     ):
         super().__init__(
@@ -109,9 +100,10 @@ class CycleShapeTrainer(AdversarialTrainerBase):
         self.g_a, self.g_b, self.d_a, self.d_b, self.s_a, self.s_b = g_a, g_b, d_a, d_b, s_a, s_b
         self.g_optimizer, self.d_optimizer, self.s_optimizer = g_optimizer, d_optimizer, s_optimizer
         self.mode = mode
-        self.adv_loss = LSGANLoss()
-        self.cycle_loss = CycleConsistencyLoss(lambda_cycle)
-        self.shape_loss = ShapeConsistencyLoss(gamma_shape)
+        self.adv_loss = adv_loss if adv_loss is not None else LSGANLoss()
+        self.cycle_loss = cycle_loss if cycle_loss is not None else CycleConsistencyLoss(lambda_cycle)
+        self.shape_loss = shape_loss if shape_loss is not None else ShapeConsistencyLoss(gamma_shape)
+        self.seg_loss = seg_loss if seg_loss is not None else SegmentationCELoss()
         self.synthetic_fraction = float(synthetic_fraction)
         self.pretrain_s_epochs, self.pretrain_gd_epochs = int(pretrain_s_epochs), int(pretrain_gd_epochs)
         self.pool_a = ImagePool(pool_size, seed=seed)
@@ -136,15 +128,10 @@ class CycleShapeTrainer(AdversarialTrainerBase):
     def _seg_loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             logits = net(x)
-        return F.cross_entropy(logits.float(), y[:, 0])
+        return self.seg_loss(logits.float(), y)
 
     def _mix(self, real_x, real_y, synth_x, synth_y):
-        """Half real / half synthetic batch (``synthetic_fraction``), both halves from this iteration."""
-        n = real_x.shape[0]
-        k = int(round(n * self.synthetic_fraction)) if n > 1 else 1
-        if n == 1:  # batch 1: one real and one synthetic sample
-            return torch.cat([real_x, synth_x]), torch.cat([real_y, synth_y])
-        return torch.cat([real_x[: n - k], synth_x[:k]]), torch.cat([real_y[: n - k], synth_y[:k]])
+        return mix_batches(real_x, real_y, synth_x, synth_y, self.synthetic_fraction)
 
     def _iteration(self, engine: CycleShapeTrainer, batchdata: dict) -> dict:
         if batchdata is None:
@@ -154,7 +141,7 @@ class CycleShapeTrainer(AdversarialTrainerBase):
         nets_g, nets_d, nets_s = (engine.g_a, engine.g_b), (engine.d_a, engine.d_b), (engine.s_a, engine.s_b)
         for n in (*nets_g, *nets_d, *nets_s):
             n.train()
-        out: dict[str, Any] = {CycleKeys.PHASE: phase, CycleKeys.REAL_A: x_a.detach(), CycleKeys.REAL_B: x_b.detach()}
+        out: dict[str, Any] = {OutputKeys.PHASE: phase, OutputKeys.REAL_A: x_a.detach(), OutputKeys.REAL_B: x_b.detach()}
         zero = torch.zeros((), device=x_a.device)
 
         if phase == "s":
@@ -162,7 +149,7 @@ class CycleShapeTrainer(AdversarialTrainerBase):
             s_loss = engine._seg_loss(engine.s_a, x_a, y_a) + engine._seg_loss(engine.s_b, x_b, y_b)
             engine.optimise("s", s_loss)
             engine.fire_event(CycleShapeEvents.S_STEP_COMPLETED)
-            out[CycleKeys.S_LOSS] = s_loss.detach()
+            out[OutputKeys.S_LOSS] = s_loss.detach()
             return out
 
         if phase == "ada":  # G frozen: S on real + generated (synthetic and reconstructed)
@@ -175,8 +162,8 @@ class CycleShapeTrainer(AdversarialTrainerBase):
             s_loss = engine._seg_loss(engine.s_a, xa, ya) + engine._seg_loss(engine.s_b, xb, yb)
             engine.optimise("s", s_loss)
             engine.fire_event(CycleShapeEvents.S_STEP_COMPLETED)
-            out.update({CycleKeys.S_LOSS: s_loss.detach(), CycleKeys.FAKE_A: fake_a.detach(),
-                        CycleKeys.FAKE_B: fake_b.detach()})
+            out.update({OutputKeys.S_LOSS: s_loss.detach(), OutputKeys.FAKE_A: fake_a.detach(),
+                        OutputKeys.FAKE_B: fake_b.detach()})
             return out
 
         # --- G step: D and S frozen
@@ -202,7 +189,7 @@ class CycleShapeTrainer(AdversarialTrainerBase):
             s_loss = engine._seg_loss(engine.s_a, xa, ya) + engine._seg_loss(engine.s_b, xb, yb)
             engine.optimise("s", s_loss)
             engine.fire_event(CycleShapeEvents.S_STEP_COMPLETED)
-            out[CycleKeys.S_LOSS] = s_loss.detach()
+            out[OutputKeys.S_LOSS] = s_loss.detach()
 
         # --- D step: G frozen, real vs pooled fakes
         set_requires_grad(nets_d, True)
@@ -216,8 +203,8 @@ class CycleShapeTrainer(AdversarialTrainerBase):
         set_requires_grad((*nets_g, *nets_s), True)
 
         out.update({
-            CycleKeys.G_LOSS: g_loss.detach(), CycleKeys.G_ADV: g_adv.detach(), CycleKeys.CYCLE: cycle.detach(),
-            CycleKeys.SHAPE: shape.detach(), CycleKeys.D_LOSS: d_loss.detach(), CycleKeys.FAKE_A: fake_a.detach(),
-            CycleKeys.FAKE_B: fake_b.detach(), CycleKeys.REC_A: rec_a.detach(),
+            OutputKeys.G_LOSS: g_loss.detach(), OutputKeys.G_ADV: g_adv.detach(), OutputKeys.CYCLE: cycle.detach(),
+            OutputKeys.SHAPE: shape.detach(), OutputKeys.D_LOSS: d_loss.detach(), OutputKeys.FAKE_A: fake_a.detach(),
+            OutputKeys.FAKE_B: fake_b.detach(), OutputKeys.REC_A: rec_a.detach(),
         })
         return out

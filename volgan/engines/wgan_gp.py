@@ -1,5 +1,5 @@
 """WGAN-GP trainers (P5: image + mask pairs from noise; P4: a conditional U-Net generator and a critic of image
-pairs) and on-the-fly mixing of generated pairs into segmentation minibatches."""
+pairs); mixing their output into segmentation minibatches is ``volgan.data.mixing``."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ from typing import Any
 
 import torch
 
-from volgan.engines.base import AdversarialTrainerBase, plain_tensor, set_requires_grad
-from volgan.engines.keys import GanKeys
+from volgan.data.pairs import to_pair
+from volgan.data.transforms import plain_tensor
+from volgan.engines.base import VolganTrainer, set_requires_grad
+from volgan.engines.keys import OutputKeys
 from volgan.errors import VolganDataError
 from volgan.losses import GradientPenalty, WassersteinLoss
 
-__all__ = ["WganGpTrainer", "PairCriticWganGpTrainer", "MixedPairsPrepareBatch", "ConditionalMixedPairsPrepareBatch",
-           "to_pair"]
+__all__ = ["WganGpTrainer", "PairCriticWganGpTrainer"]
 
 
-def to_pair(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Real (image in [-1, 1], binary mask) -> the 2-channel pair the critic sees (mask as -1 / 1, P5)."""
-    return torch.cat([image.float(), (mask > 0).float() * 2 - 1], 1)
-
-
-class WganGpTrainer(AdversarialTrainerBase):
+class WganGpTrainer(VolganTrainer):
     """WGAN-GP on image-mask pairs generated from noise (P5 Sec. 2; Gulrajani et al. 2017).
 
     Every iteration is one critic step, ``L_D = E[D(G(z))] - E[D(x)] + GP`` (GP with lambda 10, in fp32);
@@ -32,21 +28,26 @@ class WganGpTrainer(AdversarialTrainerBase):
     Args:
         g_network: e.g. ``PairGenerator`` (``latent_dim`` noise -> pairs); d_network: e.g. ``DCGANCritic``.
         n_critic: critic steps per generator step (1 as in P4's Alg. 1; WGAN-GP's default is 5).
-        gp_weight: lambda of the gradient penalty (10).
-        kwargs: ``epoch_length``, ``train_handlers``, ``amp``... of ``AdversarialTrainerBase``.
+        gp_weight: lambda of the gradient penalty (10); weights only the default ``gradient_penalty``.
+        adv_loss: the Wasserstein critic/generator loss (default ``WassersteinLoss``).
+        gradient_penalty: ``gp(critic, real, fake, cond=...)`` (default ``GradientPenalty(gp_weight)``, fp32).
+        kwargs: ``epoch_length``, ``train_handlers``, ``options``, ``amp``... of ``VolganTrainer``.
     """
 
     def __init__(self, device: str | torch.device, max_epochs: int, train_data_loader: Iterable,
                  g_network: torch.nn.Module, d_network: torch.nn.Module, g_optimizer: torch.optim.Optimizer,
                  d_optimizer: torch.optim.Optimizer, latent_dim: int = 100, n_critic: int = 1, gp_weight: float = 10.0,
-                 image_key: str = "image", mask_key: str = "label", seed: int = 0, **kwargs: Any):
+                 image_key: str = "image", mask_key: str = "label", seed: int = 0,
+                 adv_loss: torch.nn.Module | None = None, gradient_penalty: torch.nn.Module | None = None,
+                 **kwargs: Any):
         super().__init__(device=device, max_epochs=max_epochs, train_data_loader=train_data_loader,
                          optimizers={"g": g_optimizer, "d": d_optimizer}, prepare_batch=self._prepare, **kwargs)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         self.g_network, self.d_network = g_network, d_network
         self.latent_dim, self.n_critic = int(latent_dim), int(n_critic)
-        self.wasserstein, self.gradient_penalty = WassersteinLoss(), GradientPenalty(gp_weight)
+        self.wasserstein = adv_loss if adv_loss is not None else WassersteinLoss()
+        self.gradient_penalty = gradient_penalty if gradient_penalty is not None else GradientPenalty(gp_weight)
         self.image_key, self.mask_key = image_key, mask_key
         self.noise = torch.Generator().manual_seed(int(seed))
 
@@ -84,10 +85,10 @@ class WganGpTrainer(AdversarialTrainerBase):
         gp = engine.gradient_penalty(d, real, fake, cond=cond)  # fp32
         d_loss = w + gp
         engine.optimise("d", d_loss)
-        out = {GanKeys.D_LOSS: d_loss.detach(), "wasserstein": (-w).detach(), "gp": gp.detach(),
-               GanKeys.REAL: real.detach()}
+        out = {OutputKeys.D_LOSS: d_loss.detach(), OutputKeys.WASSERSTEIN: (-w).detach(), OutputKeys.GP: gp.detach(),
+               OutputKeys.REAL: real.detach()}
         if cond is not None:
-            out[GanKeys.COND] = cond.detach()
+            out[OutputKeys.COND] = cond.detach()
         if engine.state.iteration % engine.n_critic == 0:
             set_requires_grad(d, False)
             with engine.autocast():
@@ -95,7 +96,7 @@ class WganGpTrainer(AdversarialTrainerBase):
                 g_loss = engine.wasserstein(engine._score(fake, cond), True)
             engine.optimise("g", g_loss)
             set_requires_grad(d, True)
-            out.update({GanKeys.G_LOSS: g_loss.detach(), GanKeys.FAKE: fake.detach()})
+            out.update({OutputKeys.G_LOSS: g_loss.detach(), OutputKeys.FAKE: fake.detach()})
         return out
 
 
@@ -112,7 +113,7 @@ class PairCriticWganGpTrainer(WganGpTrainer):
     - generator, every ``n_critic``-th iteration: ``L_G = -E[D(x_i, G(x_j, z))]``.
 
     Where P4's text (encode ``x_i``) and Fig. 1 (encode ``x_j``) disagree, G encodes ``x_j`` and the fake pair is
-    ``(x_i, x_g)`` (SPEC.md). Outputs: ``GanKeys`` ``REAL`` (x_j), ``COND`` (x_i), ``FAKE`` (x_g), losses.
+    ``(x_i, x_g)`` (SPEC.md). Outputs: ``OutputKeys`` ``REAL`` (x_j), ``COND`` (x_i), ``FAKE`` (x_g), losses.
     Same arguments as ``WganGpTrainer`` (P4: Adam 1e-4, betas (0, 0.9), ``n_critic`` 1, lambda 10); the batch
     keys are ``image_key``/``mask_key`` with the suffixes ``_i`` and ``_j``.
     """
@@ -130,90 +131,3 @@ class PairCriticWganGpTrainer(WganGpTrainer):
 
     def _generate(self, source: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
         return self.g_network(source, self._z(n, device))
-
-
-class MixedPairsPrepareBatch:
-    """``prepare_batch`` for MONAI's ``SupervisedTrainer`` that mixes real and generated pairs in every minibatch at
-    a fixed ratio (P5: 16-0, 8-8, 0-16): the first ``n_real`` real items plus ``n_synthetic`` pairs from the
-    frozen ``generator`` (image channel(s) as the image, the mask channel thresholded at ``threshold``).
-
-    Args:
-        generator: a trained pair generator (``latent_dim`` noise -> (B, C_img + 1, ...)); used without gradients.
-        n_real, n_synthetic: items of each kind per batch (the loader's batch size must be >= ``n_real``).
-        seed: seed of the noise, for repeatable mixing.
-    """
-
-    def __init__(self, generator: torch.nn.Module, n_real: int = 8, n_synthetic: int = 8, latent_dim: int = 100,
-                 threshold: float = 0.0, seed: int = 0, image_key: str = "image", label_key: str = "label"):
-        if n_real < 0 or n_synthetic < 0 or n_real + n_synthetic == 0:
-            raise ValueError(f"invalid ratio {n_real}-{n_synthetic}")
-        self.generator, self.n_real, self.n_synthetic = generator, int(n_real), int(n_synthetic)
-        self.latent_dim, self.threshold = int(latent_dim), float(threshold)
-        self.noise = torch.Generator().manual_seed(int(seed))
-        self.image_key, self.label_key = image_key, label_key
-
-    @torch.no_grad()
-    def __call__(self, batchdata: dict, device: torch.device | None = None, non_blocking: bool = False, **kwargs):
-        img = plain_tensor(batchdata[self.image_key])[: self.n_real].to(device=device, non_blocking=non_blocking)
-        lab = plain_tensor(batchdata[self.label_key])[: self.n_real].to(device=device, non_blocking=non_blocking)
-        if self.n_real and img.shape[0] < self.n_real:
-            raise ValueError(f"batch has {img.shape[0]} real items, the ratio needs {self.n_real}")
-        if self.n_synthetic:
-            was_training = self.generator.training
-            self.generator.eval()
-            try:
-                pairs = self._synthesise(batchdata, next(self.generator.parameters()).device).float().to(device)
-            finally:
-                self.generator.train(was_training)
-            img = torch.cat([img.float(), pairs[:, :-1]])
-            lab = torch.cat([lab.long(), (pairs[:, -1:] > self.threshold).long()])
-        return img, lab
-
-    def _synthesise(self, batchdata: dict, device: torch.device) -> torch.Tensor:
-        """``n_synthetic`` generated pairs (B, C_img + 1, ...): ``G(z)`` (P5)."""
-        z = torch.randn(self.n_synthetic, self.latent_dim, generator=self.noise)
-        return self.generator(z.to(device))
-
-
-class ConditionalMixedPairsPrepareBatch(MixedPairsPrepareBatch):
-    """``MixedPairsPrepareBatch`` for a conditional generator ``G(x_j, z)`` (P4's generative adversarial U-Net used
-    as an on-the-fly augmenter of a segmentor): every minibatch is its first ``n_real`` real items plus
-    ``n_synthetic`` items ``G(x_j, z)``, the sources ``x_j`` being the batch's own slices (as ``to_pair`` pairs:
-    image, mask) taken in order and cycled when ``n_synthetic`` exceeds them; with ``foreground_sources`` only
-    slices whose mask has foreground are sources (G trains on those), unless the batch has none. The generated
-    mask channel is thresholded at ``threshold`` (0). The loader's batch size must be >= ``n_real`` (and >= 1).
-
-    Args: as ``MixedPairsPrepareBatch``; ``foreground_sources``: condition only on slices with foreground.
-    """
-
-    def __init__(self, generator: torch.nn.Module, n_real: int = 8, n_synthetic: int = 8, latent_dim: int = 100,
-                 threshold: float = 0.0, seed: int = 0, image_key: str = "image", label_key: str = "label",
-                 foreground_sources: bool = True):
-        super().__init__(generator, n_real, n_synthetic, latent_dim, threshold, seed, image_key, label_key)
-        self.foreground_sources = bool(foreground_sources)
-
-    def sources(self, batchdata: dict, device: torch.device | None = None) -> torch.Tensor:
-        """The ``n_synthetic`` source pairs ``x_j`` of a batch."""
-        img = plain_tensor(batchdata[self.image_key]).to(device)
-        lab = plain_tensor(batchdata[self.label_key]).to(device)
-        if img.shape[0] == 0:
-            raise ValueError("empty batch: no slice to condition the generator on")
-        idx = torch.arange(img.shape[0], device=img.device)
-        if self.foreground_sources:
-            has_fg = (lab > 0).flatten(1).any(1)
-            if bool(has_fg.any()):
-                idx = idx[has_fg]
-        idx = idx[torch.arange(self.n_synthetic, device=img.device) % idx.numel()]
-        return to_pair(img[idx], lab[idx])
-
-    def _synthesise(self, batchdata: dict, device: torch.device) -> torch.Tensor:
-        z = torch.randn(self.n_synthetic, self.latent_dim, generator=self.noise)
-        return self.generator(self.sources(batchdata, device), z.to(device))
-
-
-def ratio_presets() -> dict[str, tuple[int, int]]:
-    """P5's (real, synthetic) per minibatch of 16."""
-    return {"16-0": (16, 0), "8-8": (8, 8), "0-16": (0, 16)}
-
-
-__all__ += ["ratio_presets"]

@@ -6,7 +6,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["CycleConsistencyLoss", "ShapeConsistencyLoss"]
+__all__ = ["CycleConsistencyLoss", "ShapeConsistencyLoss", "SegmentationCELoss"]
+
+
+class SegmentationCELoss(nn.Module):
+    """Cross-entropy of segmentor logits (B, K, ...) against class-index labels with or without a channel dim
+    (P2's segmentor loss, Sec. 3.3, and the term inside the shape-consistency loss)."""
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        lab = label[:, 0] if label.ndim == logits.ndim else label
+        return F.cross_entropy(logits.float(), lab.long())
 
 
 class CycleConsistencyLoss(nn.Module):
@@ -34,10 +43,10 @@ class ShapeConsistencyLoss(nn.Module):
     def __init__(self, weight: float = 1.0):
         super().__init__()
         self.weight = float(weight)
+        self.ce = SegmentationCELoss()
 
     def forward(self, *pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         total = 0.0
         for logits, label in pairs:
-            lab = label[:, 0] if label.ndim == logits.ndim else label
-            total = total + F.cross_entropy(logits.float(), lab.long())
+            total = total + self.ce(logits, label)
         return self.weight * total

@@ -6,7 +6,7 @@ from volgan.networks.composite import TranslateThenSegment
 from volgan.networks.discriminators import DenseNetCritic, PatchDiscriminator
 from volgan.networks.pair_generator import DCGANCritic, PairGenerator, he_init
 from volgan.networks.resnet_generator import ResidualBlock, ResnetGenerator
-from volgan.networks.segmentors import CENet, PSPNet, RefineNet, SegEncoder, make_cycle_segmentor
+from volgan.networks.segmentors import CENet, PSPNet, RefineNet, SegEncoder, make_segmentor
 from volgan.networks.unet_generator import SNUNetGenerator, cycle_generator
 
 __all__ = [
@@ -30,6 +30,6 @@ __all__ = [
     "ResnetGenerator",
     "RefineNet",
     "SegEncoder",
-    "make_cycle_segmentor",
+    "make_segmentor",
     "TranslateThenSegment",
 ]

@@ -1,7 +1,7 @@
 """Segmentors of the cycle/shape GAN (P2 Sec. 3.3): Refine-Net and PSP-Net variants, 2D and 3D.
 
 Both share one encoder with the U-Net of P2 (two 3^d convs per level, 2^d max-pool, 3 down-samplings);
-the U-Net itself comes from MONAI (``make_cycle_segmentor("unet")``). Capacity: PSP < U-Net < Refine (P2).
+the U-Net itself comes from MONAI (``make_segmentor("unet")``). Capacity: PSP < U-Net < Refine (P2).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
+from monai.networks.nets import UNet
 from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["SegEncoder", "RefineNet", "PSPNet", "CENet", "DACBlock", "RMPBlock", "make_cycle_segmentor"]
+__all__ = ["SegEncoder", "RefineNet", "PSPNet", "CENet", "DACBlock", "RMPBlock", "make_segmentor"]
 
 
 def _interp(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
@@ -132,15 +133,16 @@ class PSPNet(nn.Module):
         return _interp(y, x.shape[2:], "linear")
 
 
-def make_cycle_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
-                         channels: Sequence[int] = (32, 64, 128, 256)) -> nn.Module:
-    """``"unet"`` (MONAI ``UNet``, 3 down-samplings), ``"refinenet"`` or ``"pspnet"`` (P2 Sec. 3.3), ``"cenet"`` (P3)."""
-    kind = kind.lower()
+def make_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+                   channels: Sequence[int] = (32, 64, 128, 256), num_res_units: int = 0,
+                   norm: str | None = "instance") -> nn.Module:
+    """The one segmentor factory of every pipeline: ``"unet"`` (MONAI ``UNet``, stride-2 down-sampling between
+    ``channels``; ``num_res_units`` and ``norm`` as MONAI's, e.g. P5's U-Net has no norm), ``"refinenet"`` or
+    ``"pspnet"`` (P2 Sec. 3.3), ``"cenet"`` (P3)."""
+    kind = str(kind).lower()
     if kind == "unet":
-        from monai.networks.nets import UNet
-
         return UNet(spatial_dims, in_channels, out_channels, channels=tuple(channels),
-                    strides=(2,) * (len(channels) - 1), num_res_units=0, norm="instance")
+                    strides=(2,) * (len(channels) - 1), num_res_units=int(num_res_units), norm=norm)
     if kind == "refinenet":
         return RefineNet(spatial_dims, in_channels, out_channels, channels)
     if kind == "pspnet":

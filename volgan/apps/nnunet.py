@@ -24,9 +24,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from volgan.data.datalist import _IMAGE_TAGS, _split_tag, _stem, load_datalist
+from volgan.data.datalist import IMAGE_TAGS, file_stem, load_datalist, read_json, split_tag
 from volgan.data.validate import load_volume, validate_datalist
 from volgan.errors import VolganConfigError, VolganDataError
+from volgan.io import atomic_write_json, prepare_output_dir
+from volgan.version import __version__
 
 __all__ = ["export_nnunet", "parse_labels", "nnunet_dataset_name"]
 
@@ -117,7 +119,6 @@ def _resolve_source(source: Any) -> Any:
 
 def _metadata(source: Any) -> dict[str, Any]:
     """Top-level keys (``labels``, ``modality``/``channel_names``) of a decathlon JSON datalist; ``{}`` otherwise."""
-    from volgan.data.datalist import _read_json
 
     if not isinstance(source, (str, os.PathLike)):
         return {}
@@ -126,7 +127,7 @@ def _metadata(source: Any) -> dict[str, Any]:
         p = p / "dataset.json"
     if not (p.is_file() and p.suffix.lower() == ".json"):
         return {}
-    data = _read_json(p)
+    data = read_json(p)
     return data if isinstance(data, dict) else {}
 
 
@@ -159,9 +160,9 @@ def _case_stem(item: Mapping[str, Any]) -> str:
     ``_`` and ``-`` become ``_``."""
     base = item.get("case")
     if not (isinstance(base, str) and base.strip()):
-        stem = re.sub(r"_\d{4}$", "", _stem(Path(str(item["image"]))))
+        stem = re.sub(r"_\d{4}$", "", file_stem(Path(str(item["image"]))))
         stem = re.sub(r"[_\-.](synth|syn|fake)$", "", stem, flags=re.IGNORECASE)
-        base = _split_tag(stem, _IMAGE_TAGS) or stem
+        base = split_tag(stem, IMAGE_TAGS) or stem
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or "case"
 
 
@@ -325,8 +326,6 @@ def export_nnunet(
             raise VolganConfigError(f"output_dir {root} already holds {clash[0]} with dataset id {int(dataset_id)}: "
                                     "nnU-Net needs one dataset per id (choose another id or remove it)")
     if target.exists():
-        from volgan.inference import prepare_output_dir
-
         prepare_output_dir(target, overwrite)  # refuses a non-empty dataset folder unless overwrite
 
     real_src, syn_src, test_src = _resolve_source(real), _resolve_source(synthetic), _resolve_source(test)
@@ -388,9 +387,6 @@ def export_nnunet(
                                **({"made_from": made_from[case]} if case in made_from else {})}
         for case, it in zip(test_cases, test_items):
             _write_case(it, case, dirs["imagesTs"], dirs.get("labelsTs"), mapping, spatial_dims, file_ending)
-        from volgan import __version__
-        from volgan.utils import atomic_write_json
-
         atomic_write_json(stage / "dataset.json", {
             "channel_names": chan,
             "labels": nn_labels,

@@ -4,7 +4,7 @@ Synthesis bundles (MM-GAN label map -> MRI, CT <-> MRI) appear as image-producin
 ``others``); segmentation bundles (the 2D slice-wise segmentors trained on real + synthetic data) are loaded
 with MONAI Label's stock ``BundleInferTask`` and can be trained with ``/train/<bundle>``.
 
-    volgan label-app APP --bundles mmgan_label2mri_3d=OUT/model.pt ...   # writes this file and model/
+    volgan label-app APP --bundle mmgan_label2mri_3d=OUT/model.pt ...   # writes this file and model/
     monailabel start_server --app APP --studies STUDIES --host 127.0.0.1 \
         --conf models all --conf zoo_source local --conf sam2 false
 
@@ -20,8 +20,8 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
-from volgan.label_app import bundle_kind, discover_bundles
-from volgan.label_tasks import VolganBundleTrainTask, make_infer_task
+from volgan.apps.monailabel.app import bundle_kind, discover_bundles
+from volgan.apps.monailabel.tasks import VolganBundleTrainTask, make_infer_task
 
 logger = logging.getLogger(__name__)
 

@@ -5,28 +5,33 @@
 2. Train MM-GAN briefly with the bundle ``mmgan_label2mri_3d`` (``train.yaml``).
 3. Synthesise new (image, label) pairs from perturbed training label maps (``inference.yaml``), and images
    from the real test label maps (for the synthesis-quality measure).
-4. Train the same small 3D U-Net on real-only and on real + synthetic data (same iterations and seed),
-   evaluate Dice per label on the held-out subject, print the table, write ``results.md``/``results.json``
-   and ``figure.png``.
+4. Train the same small 3D U-Net on real-only and on real + synthetic data (same iterations and seed) with the
+   evaluation harness (``volgan.evaluation.compare_segmentation``), evaluate Dice per label on the held-out
+   subject, score the synthesis quality with the real-only U-Net, print the table, write ``results.md`` /
+   ``results.json`` and ``figure.png``.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 from tqdm.auto import tqdm
 
 from volgan.bundle import run_bundle
-from volgan.data import load_datalist, make_sample_cases, mix_datalists
+from volgan.data import load_datalist, make_sample_cases
 from volgan.errors import VolganConfigError
-from volgan.evaluation import format_table, summarise, synthesis_quality
-from volgan.inference import synthesize_augmentations
-from volgan.metrics import BRATS_REGIONS
-from volgan.segmentation import evaluate_segmentor, train_segmentor
+from volgan.evaluation import BRATS_REGIONS, compare_segmentation, evaluation_unet, synthesis_quality, write_report
+from volgan.evaluation.harness import segmentor_weights
+from volgan.evaluation.report import single_run
+from volgan.io import load_weights
+from volgan.synthesis import synthesize_augmentations
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -63,10 +68,6 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
 
 
 def _figure(path: Path, real_items, synth_items, n: int = 3) -> None:
-    import nibabel as nib
-    import numpy as np
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
-
     n = min(n, len(real_items), len(synth_items))
     fig = Figure(figsize=(9, 3 * n))
     axes = fig.subplots(n, 3, squeeze=False)
@@ -89,8 +90,6 @@ def _figure(path: Path, real_items, synth_items, n: int = 3) -> None:
 def run_demo(output_dir: str | Path = "volgan-demo", quick: bool = False, device: Any = "cpu", seed: int = 0,
              overwrite: bool = False) -> dict[str, Any]:
     """Run the demo; returns the results dict (also written to ``output_dir/results.json``)."""
-    import logging
-
     s = DemoSettings(quick=quick, seed=seed)
     logging.disable(logging.INFO)  # bundle runs log every epoch; the demo shows progress bars instead
     try:
@@ -104,7 +103,7 @@ def _run(s: DemoSettings, output_dir, device, seed: int, overwrite: bool) -> dic
     _prepare_dir(out, overwrite)
     t0 = time.time()
     regions = list(BRATS_REGIONS)
-    steps = tqdm(total=6, desc="volgan demo", unit="step", disable=None)
+    steps = tqdm(total=5, desc="volgan demo", unit="step", disable=None)
 
     steps.set_postfix_str("sample data")
     all_items = load_datalist(make_sample_cases(out / "data", s.cases_per_subject, seed=seed))
@@ -131,40 +130,31 @@ def _run(s: DemoSettings, output_dir, device, seed: int, overwrite: bool) -> dic
     quality_items = load_datalist(quality_dir / "datalist.json")
     steps.update()
 
-    results: dict[str, Any] = {}
-    seg = dict(iterations=s.seg_iterations, channels=s.seg_channels, seed=seed, device=device,
-               patch_size=s.patch, lr=s.seg_lr, betas=s.seg_betas)
-    steps.set_postfix_str("segmentor: real only")
-    net_real = train_segmentor(train_items, desc="U-Net real only", **seg)
-    rows = evaluate_segmentor(net_real, test_items, roi_size=s.roi, device=device)
-    results["real only"] = {"n_train": len(train_items), "n_test": len(test_items), "rows": rows,
-                            "summary": summarise(rows, regions)}
+    steps.set_postfix_str("segmentors: real only, real + synthetic")
+    mixed = f"real+{100 * s.synth_per_case}%"
+    names = {"real": "real only", mixed: "real + synthetic"}
+    comparison = compare_segmentation(
+        train_items, test_items, synth_items, out / "comparison", settings=("real", mixed), seeds=(seed,),
+        iterations=s.seg_iterations, roi_size=s.roi, device=device, progress=False, names=names,
+        segmentor=dict(channels=s.seg_channels, patch_size=s.patch, lr=s.seg_lr, betas=s.seg_betas))
     steps.update()
-
-    steps.set_postfix_str("segmentor: real + synthetic")
-    mixed = mix_datalists(train_items, synth_items, 100.0 * s.synth_per_case, seed=seed)
-    net_mix = train_segmentor(mixed, desc="U-Net real + synthetic", **seg)
-    rows = evaluate_segmentor(net_mix, test_items, roi_size=s.roi, device=device)
-    results["real + synthetic"] = {"n_train": f"{len(train_items)} + {len(synth_items)}", "n_test": len(test_items),
-                                   "rows": rows, "summary": summarise(rows, regions)}
-    rows = synthesis_quality(net_real, quality_items, roi_size=s.roi, device=device)
-    results["synthesis quality: real-trained U-Net on synthetic test images"] = {
-        "n_train": len(train_items), "n_test": len(quality_items), "rows": rows, "summary": summarise(rows, regions)}
+    net_real = load_weights(evaluation_unet(5, s.seg_channels), segmentor_weights(out / "comparison", "real", seed))
+    runs = dict(comparison["runs"])
+    runs["real + synthetic"][0]["n_train"] = f"{len(train_items)} + {len(synth_items)}"
+    quality = "synthesis quality: real-trained U-Net on synthetic test images"
+    runs[quality] = [single_run(quality, synthesis_quality(net_real, quality_items, roi_size=s.roi, device=device),
+                                len(train_items), seed)]
     steps.update()
 
     _figure(out / "figure.png", test_items, quality_items)
-    table = format_table(results, regions)
     elapsed = time.time() - t0
-    steps.update()
     steps.close()
     note = ("Data: real T1 anatomy of 3 subjects (embedded sample) with SIMULATED tumours; "
             f"train = {len(train_items)} cases of 2 subjects, test = {len(test_items)} cases of the held-out "
             f"subject '{s.test_subject}'. MM-GAN {s.gan_epochs} epochs on {s.patch} patches; "
             f"U-Net {s.seg_iterations} iterations per setting, seed {seed}. Dice = 2|x.y|/(|x|^2+|y|^2).")
-    report = f"# volgan demo (MM-GAN)\n\n{note}\n\n{table}\n\nRun time: {elapsed:.0f} s\n"
-    (out / "results.md").write_text(report, encoding="utf-8")
-    summary = {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()}
-    (out / "results.json").write_text(json.dumps({"note": note, "elapsed_s": elapsed, "results": summary}, indent=2), encoding="utf-8")
-    print("\n" + report)
+    report = write_report(out, "volgan demo (MM-GAN)", runs, regions, f"{note} Run time: {elapsed:.0f} s.",
+                          plot=False, elapsed_s=elapsed)
+    print(f"\n# volgan demo (MM-GAN)\n\n{note}\n\n{report['table']}\n\nRun time: {elapsed:.0f} s\n")
     print(f"Wrote: {out / 'figure.png'}, {out / 'results.md'}, synthetic NIfTI + datalist in {synth_dir}")
-    return {"results": results, "elapsed_s": elapsed, "output_dir": str(out), "table": table}
+    return {**report, "elapsed_s": elapsed, "output_dir": str(out)}

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from volgan.errors import find_volgan_error
+from volgan.apps.demo import run_demo
+from volgan.apps.monailabel.app import add_cli as add_label_app
+from volgan.apps.nnunet import export_nnunet
+from volgan.data import load_datalist, validate_datalist
+from volgan.errors import VolganConfigError, find_volgan_error
+from volgan.evaluation import METHODS, evaluate_bundle
+from volgan.synthesis import synthesize
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from volgan.demo import run_demo
-
     run_demo(args.output_dir, quick=args.quick, device=args.device, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    from volgan.inference import synthesize
-
     extra = {"perturb": args.perturb, "seed": args.seed, "overwrite": args.overwrite, "device": args.device}
     if args.roi_size:
         extra["roi_size"] = args.roi_size
@@ -31,16 +34,12 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from volgan.data import load_datalist, validate_datalist
-
     items = validate_datalist(load_datalist(args.dataset), label_values=args.label_values, spatial_dims=args.spatial_dims)
     print(f"{args.dataset}: {len(items)} valid (image, label) pairs")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from volgan.comparison import evaluate_bundle
-
     kw = {"settings": args.settings} if args.settings else {}
     if args.dataset_b or args.test_b:
         kw.update(dataset_b=args.dataset_b, test_b=args.test_b)
@@ -54,11 +53,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export_nnunet(args: argparse.Namespace) -> int:
-    import os
-
-    from volgan.errors import VolganConfigError
-    from volgan.export import export_nnunet
-
     out = args.output_dir or os.environ.get("nnUNet_raw")
     if not out:
         raise VolganConfigError("no output folder: pass --output-dir or set nnUNet_raw")
@@ -95,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_synthesize)
 
     e = sub.add_parser("evaluate", help="segmentation with vs without synthetic data: the settings the papers compare")
-    e.add_argument("--bundle", required=True, help="mmgan_label2mri_3d, cycleshape_ct_mri_3d, gan_pretrain_seg_2d, "
-                   "wgan_pairs_seg_2d or adversarial_unet_aug_2d")
+    e.add_argument("--bundle", required=True, choices=sorted(METHODS), help="the method to evaluate")
     e.add_argument("--dataset", required=True, help="real (image, label) pairs: folder or datalist JSON "
                    "(cycleshape_ct_mri_3d: domain A)")
     e.add_argument("--dataset-b", help="cycleshape_ct_mri_3d: the unpaired domain B (image, label) pairs")
@@ -135,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-splits", action="store_true", help="do not write splits_final.json")
     x.add_argument("--overwrite", action="store_true", help="replace an existing DatasetXXX_NAME folder")
     x.set_defaults(func=_export_nnunet)
-
-    from volgan.label_app import add_cli as add_label_app
 
     add_label_app(sub)
     return p

@@ -1,8 +1,7 @@
-"""The downstream segmentor every pipeline feeds: train on (image, label) pairs, evaluate Dice on volumes.
-
-Used for MM-GAN's synthesis-quality measure (a real-trained segmentor on synthetic images, P1 Sec. V-B) and
-for real-only vs real + synthetic comparisons. MONAI's ``UNet``, ``DiceCELoss``, ``SupervisedTrainer`` and
-``sliding_window_inference`` do the work.
+"""The downstream 3D segmentor the evaluation harness trains: on (image, label) pairs, Dice per region on whole
+volumes. Used for MM-GAN's synthesis-quality measure (a real-trained segmentor on synthetic images, P1 Sec. V-B)
+and for real-only vs real + synthetic comparisons. The network comes from ``volgan.networks.make_segmentor``, the
+training from ``volgan.engines.SegmentorTrainer``, the prediction from ``volgan.inferers``.
 """
 
 from __future__ import annotations
@@ -15,32 +14,29 @@ import numpy as np
 import torch
 from ignite.engine import Events
 from monai.data import CacheDataset, DataLoader
-from monai.engines import SupervisedTrainer
-from monai.inferers import SimpleInferer, sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.networks.nets import UNet
 from monai.transforms import Compose, EnsureTyped, LoadImaged, MapLabelValued, RandCropByLabelClassesd, SpatialPadd
+from monai.utils import set_determinism
 
+from volgan.config import resolve_device
 from volgan.data.transforms import ForegroundNormalized
 from volgan.data.validate import ValidateVolumed
+from volgan.engines import SegmentorTrainer
+from volgan.evaluation.metrics import BRATS_REGIONS, region_dice, region_hd95
 from volgan.handlers import ProgressHandler
-from volgan.metrics import BRATS_REGIONS, region_dice
-from volgan.utils import amp_enabled, resolve_device
+from volgan.inferers import SEGMENTATION_PADDING, predict_labels, sliding_window_inferer
+from volgan.networks import make_segmentor
 
-__all__ = ["make_segmentor", "segmentation_transforms", "train_segmentor", "predict_volume", "evaluate_segmentor",
-           "region_hd95"]
+__all__ = ["evaluation_unet", "segmentation_transforms", "train_segmentor", "predict_volume", "evaluate_segmentor"]
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND = -1.5
 
 
-def make_segmentor(spatial_dims: int = 3, num_classes: int = 5, channels: Sequence[int] = (16, 32, 64, 128),
-                   num_res_units: int = 1) -> torch.nn.Module:
-    """MONAI ``UNet`` (instance norm, stride-2 downsampling) with ``num_classes`` outputs."""
-    channels = tuple(channels)
-    return UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=num_classes, channels=channels,
-                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm="instance")
+def evaluation_unet(num_classes: int = 5, channels: Sequence[int] = (16, 32, 64, 128)) -> torch.nn.Module:
+    """The harness's 3D segmentor: ``make_segmentor("unet")`` with one residual unit per level, instance norm."""
+    return make_segmentor("unet", 3, 1, num_classes, channels, num_res_units=1, norm="instance")
 
 
 def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch_size: Sequence[int] | None = None,
@@ -95,22 +91,19 @@ def train_segmentor(
     ``network``: continue training this network (fine-tuning after synthetic pre-training, Sec. V-D) instead of
     a new one.
     """
-    from monai.utils import set_determinism
-
     set_determinism(seed=seed)
     device = resolve_device(device)
-    net = (network if network is not None else make_segmentor(3, len(label_values), channels)).to(device)
+    net = (network if network is not None else evaluation_unet(len(label_values), channels)).to(device)
     pairs = [{"image": it["image"], "label": it["label"]} for it in train_items]  # extra keys may differ per source
     ds = CacheDataset(pairs, segmentation_transforms(label_values, patch_size), progress=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
     epoch_length = min(len(loader), iterations)
     max_epochs = int(np.ceil(iterations / max(epoch_length, 1)))
-    trainer = SupervisedTrainer(
+    trainer = SegmentorTrainer(
         device=device, max_epochs=max_epochs, train_data_loader=loader, network=net,
         optimizer=torch.optim.Adam(net.parameters(), lr=lr, betas=betas),
-        loss_function=DiceCELoss(to_onehot_y=True, softmax=True), inferer=SimpleInferer(),
-        epoch_length=epoch_length, amp=amp_enabled(amp, device), decollate=False,
-        train_handlers=[ProgressHandler(progress, output_transform=lambda o: {"loss": float(o["loss"])}, desc=desc)],
+        loss_function=DiceCELoss(to_onehot_y=True, softmax=True), epoch_length=epoch_length, amp=amp,
+        train_handlers=[ProgressHandler(progress, desc=desc)],
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration >= iterations else None)
     trainer.run()
@@ -118,16 +111,11 @@ def train_segmentor(
     return net
 
 
-@torch.no_grad()
 def predict_volume(net: torch.nn.Module, image: torch.Tensor, roi_size: Sequence[int] = (64, 64, 64),
                    overlap: float = 0.5, device: Any = None, amp: Any = True) -> torch.Tensor:
-    """Label map (argmax) of a channel-first image with gaussian-blended sliding windows."""
-    device = resolve_device(device)
-    net.eval()
-    x = torch.as_tensor(image)[None].float().to(device)
-    with torch.autocast("cuda", enabled=amp_enabled(amp, device)):
-        logits = sliding_window_inference(x, list(roi_size), 1, net, overlap=overlap, mode="gaussian")
-    return logits.argmax(1)[0].cpu()
+    """Label map (argmax) of a channel-first image with gaussian-blended sliding windows (``volgan.inferers``)."""
+    inferer = sliding_window_inferer(roi_size, 1, overlap, padding_mode=SEGMENTATION_PADDING)
+    return predict_labels(net, image, inferer, device, amp)
 
 
 def evaluate_segmentor(
@@ -154,17 +142,3 @@ def evaluate_segmentor(
             row.update(region_hd95(pred, target, regions))
         rows.append(row)
     return rows
-
-
-def region_hd95(pred: torch.Tensor, target: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> dict[str, float]:
-    """95th-percentile Hausdorff distance (voxels, MONAI) per region; NaN when the region is absent in either."""
-    from monai.metrics import compute_hausdorff_distance
-
-    out = {}
-    for name, values in regions.items():
-        v = torch.as_tensor(list(values))
-        p, t = torch.isin(torch.as_tensor(pred), v), torch.isin(torch.as_tensor(target), v)
-        ok = bool(p.any()) and bool(t.any())
-        out[f"HD95 {name}"] = (float(compute_hausdorff_distance(p[None, None].float(), t[None, None].float(),
-                                                                percentile=95)[0, 0]) if ok else float("nan"))
-    return out

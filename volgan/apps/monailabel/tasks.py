@@ -1,6 +1,6 @@
-"""MONAI Label tasks for volgan bundles (imports ``monailabel``; used by ``monailabel_app/main.py``).
+"""MONAI Label tasks for volgan bundles (imports ``monailabel``; used by the app template's ``main.py``).
 
-See ``volgan.label_app`` for what differs from MONAI Label's stock bundle tasks and why.
+See ``volgan.apps.monailabel.app`` for what differs from MONAI Label's stock bundle tasks and why.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 from monailabel.transform.post import Restored
 
-from volgan.label_app import TRAIN_PARAMS, bundle_kind
+from volgan.apps.monailabel.app import TRAIN_PARAMS, bundle_kind
 
 __all__ = ["SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask", "make_infer_task"]
 
@@ -114,7 +114,7 @@ class VolganBundleTrainTask(BundleTrainTask):
                 overrides[k] = self._request[k]
         init = list(self.bundle_config.config.get("initialize", []))
         if getattr(self, "_pretrained", None):
-            init.append(f"$@network.load_state_dict(volgan.utils.safe_torch_load({self._pretrained!r})['model'])")
+            init.append(f"$volgan.io.load_weights(@network, {self._pretrained!r})")
         overrides["initialize"] = init
         logger.info(f"volgan bundle overrides: { {k: v for k, v in overrides.items() if 'dataset' not in k} }")
         return overrides

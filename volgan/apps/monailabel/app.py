@@ -1,4 +1,4 @@
-"""MONAI Label integration: volgan bundles served by a MONAI Label app (``monailabel_app/``).
+"""MONAI Label integration: volgan bundles served by a MONAI Label app (the template is ``template/`` beside this file).
 
 MONAI Label's stock ``BundleInferTask`` treats every bundle as a segmentation model. Here:
 
@@ -14,7 +14,7 @@ MONAI Label's stock ``BundleInferTask`` treats every bundle as a segmentation mo
   handlers there).
 
 This module imports ``monailabel`` and is only used inside a MONAI Label environment (see README,
-"Use it with MONAI Label"). The server binds to 127.0.0.1 unless told otherwise (``volgan.label_app.serve``).
+"Use it with MONAI Label"). The server binds to 127.0.0.1 unless told otherwise (``volgan.apps.monailabel.app.serve``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volgan.bundle import bundle_path
 from volgan.errors import VolganConfigError
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     "TRAIN_PARAMS",
 ]
 
-APP_TEMPLATE = Path(__file__).resolve().parent.parent / "monailabel_app"
+APP_TEMPLATE = Path(__file__).resolve().parent / "template"
 # bundle ids a /train/ request may set (besides MONAI Label's own max_epochs, device, val_split, pretrained)
 TRAIN_PARAMS = ("gan_iterations", "ratio", "augment", "image_size", "val_interval", "patience_iterations",
                 "slice_axis", "empty_fraction", "seed", "amp", "log_interval", "n_critic", "mode", "stage1_epochs",
@@ -91,8 +92,6 @@ def discover_bundles(model_dir: str | os.PathLike, names: str | Sequence[str] | 
 def parse_bundle_specs(specs: Sequence[str]) -> tuple[dict[str, Path], dict[str, Path]]:
     """``["mmgan_label2mri_3d=OUT/model.pt", "wgan_pairs_seg_2d"]`` -> (bundle folders, weights) using
     ``volgan.bundle.bundle_path`` (``$VOLGAN_BUNDLES`` or the checkout's ``bundles/``)."""
-    from volgan.bundle import bundle_path
-
     folders, weights = {}, {}
     for spec in specs:
         name, _, w = spec.partition("=")
@@ -104,11 +103,11 @@ def parse_bundle_specs(specs: Sequence[str]) -> tuple[dict[str, Path], dict[str,
 
 def prepare_app(app_dir: str | os.PathLike, bundles: Mapping[str, str | os.PathLike],
                 weights: Mapping[str, str | os.PathLike] | None = None, overwrite: bool = False) -> Path:
-    """Write a MONAI Label app folder: ``main.py`` from ``monailabel_app/`` and ``model/<name>/`` per bundle.
+    """Write a MONAI Label app folder: ``main.py`` from the app template and ``model/<name>/`` per bundle.
 
     Args:
         bundles: name -> bundle folder (``configs/`` is copied; ``docs/`` too when present).
-        weights: name -> trained weights (``{"model": state_dict}`` as volgan bundles write them), copied to
+        weights: name -> trained weights (a state dict as volgan bundles write it), copied to
             ``model/<name>/models/model.pt``. A bundle without weights keeps whatever its ``models/`` holds.
     """
     app = Path(app_dir)

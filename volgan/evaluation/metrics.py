@@ -1,4 +1,6 @@
-"""Metrics the papers report, as thin wrappers over ``monai.metrics`` where MONAI has them."""
+"""Metrics the papers report, as thin wrappers over ``monai.metrics`` where MONAI has them: Dice as MM-GAN defines it,
+per region and as a mean over foreground classes (also as a MONAI metric, so training-time validation and the
+final evaluation compute the same number), HD95, and feature distances (FID, MMD) with an offline extractor."""
 
 from __future__ import annotations
 
@@ -7,9 +9,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import CumulativeIterationMetric, FIDMetric, MMDMetric, compute_hausdorff_distance
+from monai.networks.layers.simplelayers import SkipConnection
 
-__all__ = ["BRATS_REGIONS", "dice_paper", "region_dice", "feature_distances", "PooledFeatures",
-           "segmentor_features", "unet_bottom_layer", "conditional_generation_distances", "SEGMENTOR_FEATURES"]
+from volgan.config import resolve_device
+from volgan.data.pairs import to_pair
+from volgan.io import load_weights
+
+__all__ = ["BRATS_REGIONS", "dice_paper", "region_dice", "region_hd95", "foreground_regions", "mean_foreground_dice",
+           "MeanForegroundDice", "feature_distances", "PooledFeatures", "segmentor_features", "unet_bottom_layer",
+           "conditional_generation_distances", "SEGMENTOR_FEATURES"]
 
 #: BraTS evaluation regions (MM-GAN Table I): whole tumour, tumour core, enhancing tumour, and single labels.
 BRATS_REGIONS: dict[str, tuple[int, ...]] = {
@@ -46,6 +55,51 @@ def region_dice(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarr
         lab = torch.tensor(list(labels))
         out[name] = dice_paper(torch.isin(p, lab), torch.isin(t, lab))
     return out
+
+
+def region_hd95(pred: torch.Tensor, target: torch.Tensor, regions: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """95th-percentile Hausdorff distance (voxels, MONAI) per region, as ``"HD95 <region>"``; NaN when the region
+    is absent in either."""
+    out = {}
+    for name, values in regions.items():
+        v = torch.as_tensor(list(values))
+        p, t = torch.isin(torch.as_tensor(pred), v), torch.isin(torch.as_tensor(target), v)
+        ok = bool(p.any()) and bool(t.any())
+        out[f"HD95 {name}"] = (float(compute_hausdorff_distance(p[None, None].float(), t[None, None].float(),
+                                                                percentile=95)[0, 0]) if ok else float("nan"))
+    return out
+
+
+def foreground_regions(num_classes: int) -> dict[str, tuple[int]]:
+    """``{"class k": (k,)}`` for k = 1 .. num_classes - 1 (the shared label space of P2)."""
+    return {f"class {k}": (k,) for k in range(1, int(num_classes))}
+
+
+def mean_foreground_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Mean Dice over the foreground classes of two label maps, classes absent in both skipped (P2's S-score and
+    segmentation Dice, Sec. 4.2); NaN when no class is present in either."""
+    vals = [v for v in region_dice(pred, target, foreground_regions(num_classes)).values() if not np.isnan(v)]
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+class MeanForegroundDice(CumulativeIterationMetric):
+    """``mean_foreground_dice`` as a MONAI metric (inputs: logits or label maps, targets: label maps with a channel
+    dim), so that validation during training (``IgniteMetricHandler(metric_fn=...)``) and the evaluation compute
+    the same S-score; ``aggregate`` is the mean over cases (NaN cases skipped)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = int(num_classes)
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        pred = y_pred.argmax(1) if y_pred.shape[1] > 1 else y_pred[:, 0]
+        vals = [mean_foreground_dice(p, t[0], self.num_classes) for p, t in zip(pred.long(), y.long())]
+        return torch.tensor(vals, dtype=torch.float32)[:, None]
+
+    def aggregate(self) -> torch.Tensor:
+        data = self.get_buffer()
+        vals = data[~torch.isnan(data)] if isinstance(data, torch.Tensor) else torch.zeros(0)
+        return vals.mean() if vals.numel() else torch.tensor(float("nan"))
 
 
 #: what ``segmentor_features`` computes, for reports
@@ -86,8 +140,6 @@ def feature_distances(real: Any, fake: Any, extractor: Callable, batch_size: int
     Returns:
         ``{"fid", "mmd", "n_real", "n_fake", "n_features"}``.
     """
-    from monai.metrics import FIDMetric, MMDMetric
-
     fr, ff = _features(_stack(real), extractor, batch_size), _features(_stack(fake), extractor, batch_size)
     if len(fr) < 2 or len(ff) < 2:
         raise ValueError(f"need at least 2 real and 2 generated images, got {len(fr)} and {len(ff)}")
@@ -100,8 +152,6 @@ def feature_distances(real: Any, fake: Any, extractor: Callable, batch_size: int
 
 def unet_bottom_layer(network: torch.nn.Module) -> torch.nn.Module:
     """The bottom (deepest, after the last down-sampling) layer of a ``monai.networks.nets.UNet``."""
-    from monai.networks.layers.simplelayers import SkipConnection
-
     net = network.module if hasattr(network, "module") else network
     m = getattr(net, "model", None)
     if m is None:
@@ -144,14 +194,12 @@ class PooledFeatures(torch.nn.Module):
 def segmentor_features(network: torch.nn.Module, ckpt_path: str | None = None, device: Any = None,
                        layer: torch.nn.Module | str | None = None) -> PooledFeatures:
     """The default extractor of ``feature_distances`` that needs no download: ``PooledFeatures`` of a segmentor
-    trained on the data (weights ``{"model": state_dict}`` from ``ckpt_path``), in eval mode; for a MONAI UNet
-    the features are ``SEGMENTOR_FEATURES``."""
-    from volgan.utils import resolve_device, safe_torch_load
-
+    trained on the data (weights from ``ckpt_path``), in eval mode; for a MONAI UNet the features are
+    ``SEGMENTOR_FEATURES``."""
     dev = resolve_device(device)
     net = network.to(dev)
     if ckpt_path is not None:
-        net.load_state_dict(safe_torch_load(ckpt_path, dev)["model"])
+        load_weights(net, ckpt_path, dev)
     return PooledFeatures(net.eval(), layer).eval()
 
 
@@ -169,23 +217,14 @@ def conditional_generation_distances(slices: Sequence[Mapping[str, Any]], genera
         slices: items with "image" (1, H, W) in [-1, 1] and "label" (binary mask), e.g. a ``SliceDataset``;
             slices without foreground are skipped (G is trained on foreground slices).
         generator: a conditional generator ``G(x_j, z)`` (``AdversarialUNetGenerator``); run in eval mode with
-            the weights of ``gen_ckpt_path`` (``{"model": state_dict}``) when given.
+            the weights of ``gen_ckpt_path`` when given.
         extractor: images -> (N, F) features.
         seed: seed of ``z``.
         features: description of the features, copied into the result.
     """
-    from volgan.engines.wgan_gp import to_pair
-    from volgan.errors import VolganConfigError
-    from volgan.utils import safe_torch_load
-
     dev = next(generator.parameters()).device
     if gen_ckpt_path is not None:
-        try:
-            generator.load_state_dict(safe_torch_load(gen_ckpt_path, dev)["model"])
-        except RuntimeError as e:
-            raise VolganConfigError(f"{gen_ckpt_path}: the weights do not fit the generator built here; pass the "
-                                    f"training run's generator settings (gen_channels, latent_dim, ...): "
-                                    f"{str(e).splitlines()[0]}") from e
+        load_weights(generator, gen_ckpt_path, dev)
     generator.eval()
     latent = int(latent_dim or generator.latent_dim)
     items = [slices[k] for k in range(len(slices))]

@@ -1,4 +1,5 @@
-"""Small helpers shared by every pipeline: seeding, devices, booleans from the CLI, atomic files."""
+"""Files written and read safely: atomic writes (temp file, fsync, rename), checksums, weights-only checkpoint
+loading, and network weights as plain state dicts (what the model zoo and MONAI Label load)."""
 
 from __future__ import annotations
 
@@ -6,62 +7,27 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from volgan.errors import VolganConfigError
+from volgan.config import as_bool
+from volgan.errors import VolganConfigError, VolganDataError
 
 __all__ = [
-    "as_bool",
-    "resolve_device",
-    "amp_enabled",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_torch_save",
     "sha256_file",
     "safe_torch_load",
-    "require",
+    "state_dict_of",
+    "save_weights",
+    "load_weights",
+    "prepare_output_dir",
 ]
-
-
-def require(value: Any, name: str) -> Any:
-    """``value``, or a ``VolganConfigError`` saying that ``--name`` is required when it is empty/None."""
-    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
-        raise VolganConfigError(f"--{name} is required")
-    return value
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", "none", ""}
-
-
-def as_bool(value: Any) -> bool:
-    """Coerce a config/CLI value to bool; ``"false"`` from ``monai.bundle run --amp false`` is False."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return bool(value)
-    if value is None:
-        return False
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise VolganConfigError(f"expected a boolean, got {value!r}")
-
-
-def resolve_device(device: Any = None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; strings and devices pass through."""
-    if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise VolganConfigError(f"invalid device {device!r}: {e}") from e
-
-
-def amp_enabled(amp: Any, device: Any) -> bool:
-    """AMP is used only on CUDA: ``amp`` true on a CPU device is ignored (DESIGN.md bundle interface)."""
-    return as_bool(amp) and resolve_device(device).type == "cuda"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -125,12 +91,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with a ``VolganDataError`` naming the file when it is unreadable."""
-    from volgan.errors import VolganDataError
-
     if not os.path.isfile(path):
         raise VolganDataError(path, "checkpoint file does not exist")
-    import zipfile
-
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives since PyTorch 1.6
         raise VolganDataError(path, "not a PyTorch checkpoint (not a torch.save zip archive: corrupt, truncated "
                               "or another format)")
@@ -138,3 +100,44 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise VolganDataError(path, f"cannot read checkpoint ({type(e).__name__}: {e})") from e
+
+
+def state_dict_of(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The network's weights on the CPU, unwrapped from DDP/DataParallel (``module.`` prefixes never saved)."""
+    net = network.module if hasattr(network, "module") else network
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+def save_weights(network: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write the network's weights to ``path`` as a plain state dict, atomically (the ``models/model.pt`` form the
+    model zoo's ``ckpt_export`` and MONAI Label load)."""
+    return atomic_torch_save(state_dict_of(network), path)
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
+    """Load weights saved by ``save_weights`` (a plain state dict) or by volgan before 0.2 (``{"model": state_dict}``)
+    into ``network``; a file that does not fit the network is one ``VolganConfigError`` naming it."""
+    ck = safe_torch_load(path, map_location)
+    if isinstance(ck, Mapping) and set(ck) == {"model"} and isinstance(ck["model"], Mapping):
+        ck = ck["model"]
+    if not isinstance(ck, Mapping):
+        raise VolganDataError(path, f"not network weights (a {type(ck).__name__}, expected a state dict)")
+    net = network.module if hasattr(network, "module") else network
+    try:
+        net.load_state_dict(ck)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VolganConfigError(f"{path}: the weights do not fit the {type(net).__name__} built here (pass the "
+                                f"training run's network settings): {first}") from e
+    return network
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, overwrite: Any = False) -> Path:
+    """Create ``output_dir``; refuse a non-empty one unless ``overwrite`` (outputs are never replaced silently)."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise VolganConfigError(f"output_dir {out} exists and is not a folder")
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".staging")) and not as_bool(overwrite):
+        raise VolganConfigError(f"output_dir {out} is not empty; pass --overwrite true to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

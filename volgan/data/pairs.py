@@ -1,4 +1,5 @@
-"""Pairs of slices of one class for the critic of the generative adversarial U-Net (P4 Sec. II-B, Fig. 1)."""
+"""Image-mask pairs: the 2-channel form the WGAN-GP critics see (P5, P4), and pairs of slices of one class for the
+critic of the generative adversarial U-Net (P4 Sec. II-B, Fig. 1)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from torch.utils.data import Dataset
 
 from volgan.errors import VolganConfigError, VolganDataError
 
-__all__ = ["SameClassPairs"]
+__all__ = ["to_pair", "SameClassPairs"]
 
 logger = logging.getLogger(__name__)
+
+
+def to_pair(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Real (image in [-1, 1], binary mask) -> the 2-channel pair a critic sees (mask as -1 / 1, P5)."""
+    return torch.cat([image.float(), (mask > 0).float() * 2 - 1], 1)
 
 
 class SameClassPairs(Dataset):

@@ -1,0 +1,40 @@
+"""Evaluation: the downstream segmentor, metrics (thin over ``monai.metrics``), each paper's scores, the comparison
+harness with its method registry, and the one report writer."""
+
+from volgan.evaluation.harness import (
+    compare_bundle_settings,
+    compare_cycleshape,
+    compare_segmentation,
+    evaluate_bundle,
+    learning_curve,
+)
+from volgan.evaluation.metrics import (
+    BRATS_REGIONS,
+    MeanForegroundDice,
+    dice_paper,
+    feature_distances,
+    mean_foreground_dice,
+    region_dice,
+    region_hd95,
+    segmentor_features,
+)
+from volgan.evaluation.registry import CYCLESHAPE_MODES, METHODS, SEGMENTATION_SETTINGS, MethodEntry
+from volgan.evaluation.report import aggregate, format_table, summarise, write_report
+from volgan.evaluation.scores import (
+    cycle_shape_scores,
+    generation_distances,
+    mmgan_synthesis_quality,
+    slicewise_dice,
+    synthesis_quality,
+)
+from volgan.evaluation.segmentor import evaluate_segmentor, evaluation_unet, train_segmentor
+
+__all__ = [
+    "compare_bundle_settings", "compare_cycleshape", "compare_segmentation", "evaluate_bundle", "learning_curve",
+    "BRATS_REGIONS", "MeanForegroundDice", "dice_paper", "feature_distances", "mean_foreground_dice", "region_dice",
+    "region_hd95", "segmentor_features",
+    "CYCLESHAPE_MODES", "METHODS", "SEGMENTATION_SETTINGS", "MethodEntry",
+    "aggregate", "format_table", "summarise", "write_report",
+    "cycle_shape_scores", "generation_distances", "mmgan_synthesis_quality", "slicewise_dice", "synthesis_quality",
+    "evaluate_segmentor", "evaluation_unet", "train_segmentor",
+]

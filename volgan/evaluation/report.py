@@ -1,0 +1,143 @@
+"""The one report writer of every evaluation: per-case rows of each (setting, seed) run -> ``results.csv`` (every
+row), ``results.md`` (a table: mean ± sd, saying what the ± is over), ``results.json`` and a bar chart.
+
+A *run* is ``{"setting", "seed", "n_train", "n_test", "rows": [{"case": ..., <metric>: value, ...}]}``; *runs* maps
+each setting to its runs (one per seed). With several seeds, the mean over cases is taken per seed and the ± is the
+sd over seeds (the spread that matters for "does synthetic data help"); with one run it is the sd over cases.
+NaN rows (a region absent in prediction and target) are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
+
+from volgan.io import atomic_write_json
+
+__all__ = ["summarise", "aggregate", "format_table", "write_report", "plot_bars", "plot_curve", "single_run"]
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each metric over the rows (NaN rows skipped)."""
+    out = {}
+    for m in metrics:
+        vals = np.array([row[m] for row in rows if m in row and not _nan(row[m])], dtype=float)
+        out[m] = (float(vals.mean()), float(vals.std())) if len(vals) else (float("nan"), float("nan"))
+    return out
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def single_run(setting: str, rows: Sequence[Mapping[str, Any]], n_train: Any = "", seed: Any = None) -> dict:
+    """A run of one setting scored once (no seeds), e.g. an evaluation of one trained model."""
+    return {"setting": setting, "seed": seed, "n_train": n_train, "n_test": len(rows), "rows": list(rows)}
+
+
+def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]], metrics: Sequence[str]) -> dict[str, dict]:
+    """Per setting: ``summary`` (metric -> (mean, sd)), ``spread`` ("seeds" or "cases"), seeds, n, mean seconds."""
+    out = {}
+    for name, per_seed in runs.items():
+        if len(per_seed) == 1:
+            summary, spread = summarise(per_seed[0]["rows"], metrics), "cases"
+        else:
+            per = {m: [] for m in metrics}
+            for r in per_seed:
+                for m, (mean, _) in summarise(r["rows"], metrics).items():
+                    if not math.isnan(mean):
+                        per[m].append(mean)
+            summary = {m: (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
+                       for m, v in per.items()}
+            spread = "seeds"
+        out[name] = {
+            "n_train": per_seed[0].get("n_train", ""), "n_test": per_seed[0].get("n_test", ""),
+            "seeds": [r.get("seed") for r in per_seed], "spread": spread,
+            "seconds": float(np.mean([r.get("seconds", float("nan")) for r in per_seed])),
+            "summary": summary,
+        }
+    return out
+
+
+def format_table(agg: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> str:
+    """Markdown table of ``aggregate``'s result: one row per setting, mean ± sd per metric."""
+    head = "| setting | train | test | ± over | " + " | ".join(metrics) + " | time (s) |"
+    lines = [head, "|---|---:|---:|---|" + "---:|" * (len(metrics) + 1)]
+    for name, a in agg.items():
+        cells = [f"{a['summary'][m][0]:.3f} ± {a['summary'][m][1]:.3f}" for m in metrics]
+        spread = f"{len(a['seeds'])} seeds" if a["spread"] == "seeds" else f"{a['n_test']} cases"
+        secs = "" if math.isnan(a["seconds"]) else f"{a['seconds']:.0f}"
+        lines.append(f"| {name} | {a['n_train']} | {a['n_test']} | {spread} | " + " | ".join(cells) + f" | {secs} |")
+    return "\n".join(lines)
+
+
+def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                 metrics: Sequence[str], note: str = "", plot: bool = True, **extra: Any) -> dict[str, Any]:
+    """Write ``results.csv``, ``results.md``, ``results.json`` (and ``dice.png``: the first metric per setting with
+    error bars) into ``output_dir``; returns ``{"title", "note", "metrics", "results", "runs", "table", **extra}``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(runs, metrics)
+    table = format_table(agg, metrics)
+    (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n", encoding="utf-8")
+    atomic_write_json(out / "results.json", _json_ready(
+        {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs, **extra}))
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", "seed", "case", *metrics])
+        for name, per_seed in runs.items():
+            for r in per_seed:
+                for row in r["rows"]:
+                    w.writerow([name, r.get("seed"), row.get("case"), *[row.get(m, "") for m in metrics]])
+    if plot:
+        plot_bars(out / "dice.png", agg, metrics[0], title)
+    return {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs, "table": table,
+            **extra}
+
+
+def _json_ready(obj: Any) -> Any:
+    """Plain JSON: NaN/Inf become ``null`` (strict JSON has no NaN), tuples lists, other objects strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (int, np.integer, bool, str)) or obj is None:
+        return obj.item() if isinstance(obj, np.generic) else obj
+    return str(obj)
+
+
+def plot_bars(path: Path, agg: Mapping[str, Mapping[str, Any]], metric: str, title: str) -> None:
+    """Bar chart of one metric per setting with its sd as error bars."""
+    names = list(agg)
+    mean = [agg[n]["summary"][metric][0] for n in names]
+    sd = [agg[n]["summary"][metric][1] for n in names]
+    fig = Figure(figsize=(1.2 + 1.1 * len(names), 3.2))
+    ax = fig.subplots()
+    ax.bar(range(len(names)), mean, yerr=sd, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_curve(path: Path, points: Sequence[Mapping[str, Any]], settings: Sequence[tuple[str, str]]) -> None:
+    """Learning curve: ``points[i]["n_real"]`` on x, ``points[i][setting]`` = (mean, sd) per (setting, label)."""
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.subplots()
+    x = [p["n_real"] for p in points]
+    for s, label in settings:
+        ax.errorbar(x, [p[s][0] for p in points], yerr=[p[s][1] for p in points], marker="o", capsize=3, label=label)
+    ax.set_xlabel("real training cases")
+    ax.set_ylabel(points[0]["metric"] if points else "Dice")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
