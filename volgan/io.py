@@ -27,6 +27,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "prepare_output_dir",
+    "prepare_inference",
 ]
 
 
@@ -141,3 +142,12 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: Any = False) ->
         raise VolganConfigError(f"output_dir {out} is not empty; pass --overwrite true to write into it")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def prepare_inference(ckpt_path: str | os.PathLike, output_dir: str | os.PathLike, overwrite: Any = False,
+                      checked_inputs: Any = None) -> Path:
+    """What an inference run checks before it writes anything: its inputs (``checked_inputs``, already resolved
+    and checked by the caller, e.g. a bundle's ``@datalist``), that the weights are a readable, weights-only
+    checkpoint, and that ``output_dir`` is new or empty (``prepare_output_dir``); returns the output folder."""
+    safe_torch_load(ckpt_path)
+    return prepare_output_dir(output_dir, overwrite)
