@@ -212,6 +212,85 @@ def _b_folder(d, it):
     return _datalist(d, [{"image": "c0_image.nii.gz", "label": "c0_label.nii.gz"}])
 
 
+def _b_bomb(d, it):
+    """A 300-byte file whose header claims 4096^3 voxels: gunzipped it would be 64 GiB of voxels."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.uint8)
+    hdr.set_data_shape((4096, 4096, 4096))
+    hdr.set_sform(AFF, code=1)
+    Path(it["label"]).write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + b"\0" * 4096))
+    return d
+
+
+def _b_huge_label(d, it):
+    lab = _read(it["label"]).astype(np.int32)
+    lab[2, 2, 2] = 2**31 - 1
+    _write(Path(it["label"]), lab)
+    return d
+
+
+def _b_nested_json(d, it):
+    p = d / "datalist.json"
+    p.write_text('{"training": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
+    return p
+
+
+def _write_sform(path: Path, array: np.ndarray, aff: np.ndarray) -> None:
+    """Write ``array`` with ``aff`` stored verbatim as the sform (nibabel's writer would refuse to decompose it)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(array.dtype)
+    hdr.set_data_shape(array.shape)
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = aff[0], aff[1], aff[2]
+    hdr["pixdim"][1:4] = 2.0
+    nib.save(nib.Nifti1Image(array, None, header=hdr), str(path))
+
+
+def _b_singular_affine(d, it):
+    aff = AFF.copy()
+    aff[2, 2] = 0.0  # zero spacing along z: every slice at one position
+    for key in ("image", "label"):
+        _write_sform(Path(it[key]), _read(it[key]), aff)
+    return d
+
+
+def _b_nan_affine(d, it):
+    aff = AFF.copy()
+    aff[0, 3] = np.nan
+    for key in ("image", "label"):
+        _write_sform(Path(it[key]), _read(it[key]), aff)
+    return d
+
+
+def _b_huge_intensity(d, it):
+    img = _read(it["image"])
+    img[5, 5, 5] = 1e30
+    _write(Path(it["image"]), img)
+    return d
+
+
+def _b_one_voxel(d, it):
+    _write(Path(it["image"]), np.ones((1, 1, 1), np.float32))
+    _write(Path(it["label"]), np.ones((1, 1, 1), np.uint8))
+    return d
+
+
+def _b_constant(d, it):
+    _write(Path(it["image"]), np.full((16, 16, 16), 5.0, np.float32))
+    return d
+
+
+def _b_ambiguous(d, it):
+    _write(d / "c0_image.nii", _read(it["image"]))  # c0_image.nii.gz and c0_image.nii: which is the image?
+    return d
+
+
+def _b_broken_link(d, it):
+    Path(it["label"]).unlink()
+    os.symlink(d / "moved_away.nii.gz", it["label"])
+    return d
+
+
 IMAGE_ONLY = {"synthesize": None}  # synthesis reads label maps only: a broken image is not its input
 CORRUPT = r"unreadable or corrupt image \("
 BAD = {
@@ -266,6 +345,23 @@ BAD = {
     "datalist that is not UTF-8": Bad(_b_not_utf8, "datalist.json", r"^cannot read datalist \('utf-8' codec"),
     "datalist 'training' not a list": Bad(_b_json_shape, "datalist.json", r"^'training' must be a list of"),
     "folder where a file is expected": Bad(_b_folder, "c0_label.nii.gz", r"^is a folder but not a DICOM series$"),
+    "decompression bomb (header claims 4096^3)": Bad(
+        _b_bomb, "c0_label.nii.gz", r"^the header claims a 4096x4096x4096 grid \(68,719,476,736 voxels\), more than"),
+    "label value 2^31-1": Bad(  # loaded as float32: 2^31 - 1 reads as 2^31
+        _b_huge_label, "c0_label.nii.gz", r"^label values \[214748364[78]\] not in the configured set",
+        {p: ("c0_label.nii.gz", r"^label values from 0 to 214748364[78]: label maps hold values 0 .. 65535")
+         for p in ("cycleshape", "gan_pretrain_2d", "wgan_pairs_2d")}),
+    "datalist nested 100000 deep": Bad(_b_nested_json, "datalist.json", r"JSON nested too deeply"),
+    "singular affine (zero spacing)": Bad(_b_singular_affine, "c0_image.nii.gz", r"^the affine .* is singular",
+                                          {"synthesize": ("c0_label.nii.gz", r"^the affine .* is singular")}),
+    "NaN in the affine": Bad(_b_nan_affine, "c0_image.nii.gz", r"^the affine .* is not finite",
+                             {"synthesize": ("c0_label.nii.gz", r"^the affine .* is not finite")}),
+    "intensity 1e30": Bad(_b_huge_intensity, "c0_image.nii.gz", r"^intensities up to 1e\+30", IMAGE_ONLY),
+    "one-voxel volume": Bad(_b_one_voxel, "c0_image.nii.gz", r"^a grid of 1x1x1 voxels is too small",
+                            {"synthesize": ("c0_label.nii.gz", r"^a grid of 1x1x1 voxels is too small")}),
+    "constant image": Bad(_b_constant, "c0_image.nii.gz", r"^the image is constant \(5 everywhere\)", IMAGE_ONLY),
+    "two images for one case": Bad(_b_ambiguous, ".", r"^two images for case 'c0' \(c0_image.nii", {"synthesize": None}),
+    "broken symbolic link": Bad(_b_broken_link, "c0_label.nii.gz", r"broken symbolic link"),
 }
 
 
@@ -381,9 +477,9 @@ ACCEPTED = [(name, p) for name in BAD for p in PIPELINES if _expected(name, p) i
 
 
 def test_corpus_size():
-    """The corpus: 25 broken inputs, 139 (input, pipeline) runs that must fail and 11 that are valid by design."""
-    assert len(BAD) == 25
-    assert len(CASES) == 139 and len(ACCEPTED) == 11, (len(CASES), len(ACCEPTED))
+    """The corpus: 35 broken inputs, 196 (input, pipeline) runs that must fail and 14 that are valid by design."""
+    assert len(BAD) == 35
+    assert len(CASES) == 196 and len(ACCEPTED) == 14, (len(CASES), len(ACCEPTED))
 
 
 @pytest.mark.parametrize("name,pipeline", CASES, ids=[f"{p}-{_slug(n)}" for n, p in CASES])
@@ -482,8 +578,8 @@ def test_synthesis_never_overwrites_silently(corpus, capsys, tmp_path):
     assert f.read_text(encoding="utf-8") == "x"
 
 
-def test_failure_during_synthesis_leaves_no_partial_output(corpus, capsys, tmp_path):
-    """A failure after the first case was written (two inputs with one output name) removes the staged files."""
+def test_duplicate_output_names_are_refused_before_anything_runs(corpus, capsys, tmp_path):
+    """Two inputs from different folders with one file name would overwrite each other's output: refused upfront."""
     d = tmp_path / "two"
     for sub in ("x", "y"):
         (d / sub).mkdir(parents=True)
@@ -492,7 +588,50 @@ def test_failure_during_synthesis_leaves_no_partial_output(corpus, capsys, tmp_p
     out = tmp_path / "out"
     rc, lines, _ = _cli(_synth_argv(dl, corpus, out), capsys)
     assert rc == 2
-    _assert_one_line(lines, d / "y" / "c0_label.nii.gz", r"^two inputs map to the same output name c0_synth.nii.gz$")
+    _assert_one_line(lines, d / "y" / "c0_label.nii.gz", r"its output would be named like that of .*x/c0_label.nii.gz")
+    _nothing_written(out)
+
+
+def test_failure_during_synthesis_leaves_no_partial_output(corpus, capsys, tmp_path, monkeypatch):
+    """A failure after the first case was written (here: the writer fails on the second case) removes the staged
+    files: the output folder holds nothing, not one of two cases."""
+    from volgan.synthesis.writer import SynthesisWriter
+
+    d = tmp_path / "two"
+    d.mkdir()
+    for case in ("c0", "c1"):
+        write_pair(d, case, *tiny_case(np.random.RandomState(7), (16, 16, 16)), affine=AFF)
+    dl = _datalist(d, [{"label": "c0_label.nii.gz"}, {"label": "c1_label.nii.gz"}])
+    real_write, calls = SynthesisWriter._write, []
+
+    def failing_write(self, engine):
+        calls.append(engine.state.iteration)
+        if len(calls) == 2:
+            raise VolganDataError(d / "c1_label.nii.gz", "disk full (simulated)")
+        real_write(self, engine)
+
+    monkeypatch.setattr(SynthesisWriter, "_write", failing_write)
+    out = tmp_path / "out"
+    rc, lines, _ = _cli(_synth_argv(dl, corpus, out), capsys)
+    assert rc == 2 and len(calls) == 2
+    _assert_one_line(lines, d / "c1_label.nii.gz", r"^disk full \(simulated\)$")
+    _nothing_written(out)
+
+
+def test_full_disk_at_the_datalist_write_leaves_no_partial_output(corpus, capsys, tmp_path, monkeypatch):
+    """The datalist is the last file written: a disk that fills there leaves no volumes without a datalist."""
+    import errno
+
+    import volgan.data.datalist as datalist_module
+
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(datalist_module, "atomic_write_json", full_disk)
+    out = tmp_path / "out"
+    rc, lines, _ = _cli(_synth_argv(corpus["good"]["unicode folder"], corpus, out), capsys)
+    assert rc == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert lines[0].startswith("volgan: error: ") and "Traceback" not in lines[0]
     _nothing_written(out)
 
 

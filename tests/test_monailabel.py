@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,14 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from tests.conftest import BUNDLES, tiny_case, tools_venv_python
 from volgan.errors import VolganConfigError
-from volgan.apps.monailabel.app import bundle_kind, discover_bundles, prepare_app, serve_command
+from volgan.apps.monailabel.app import (
+    bundle_kind,
+    check_train_request,
+    discover_bundles,
+    prepare_app,
+    serve_command,
+    serve_env,
+)
 
 ALL = ("mmgan_label2mri_3d", "cycleshape_ct_mri_3d", "gan_pretrain_seg_2d", "wgan_pairs_seg_2d",
        "adversarial_unet_aug_2d")
@@ -164,6 +172,7 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
                MPLCONFIGDIR=str(home / "mpl"), MONAI_LABEL_SESSION_PATH=str(home / "sessions"),
                MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     port = _free_port()
+    env.update(serve_env(port=port))  # CORS: the server's own origin only
     log = open(tmp_path / "server.log", "w", encoding="utf-8")
     proc = subprocess.Popen(serve_command(app, tmp_path / "studies", port=port, python=py), stdout=log,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -211,6 +220,29 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
             else:
                 assert set(np.unique(arr)) <= {0, 1}, (b, np.unique(arr))
 
+        # issue #18: a bad upload is a 4xx with the bundle's one-line message, never a 500 or a silent misread
+        garbage = tmp_path / "garbage.nii.gz"
+        garbage.write_bytes(b"\x1f\x8bnot really gzip" * 20)
+        nan_img = tmp_path / "nan.nii.gz"
+        arr = np.asarray(nib.load(str(studies[0])).dataobj).astype(np.float32)
+        arr[1, 1, 1] = np.nan
+        nib.save(nib.Nifti1Image(arr, AFFINE), str(nan_img))
+        odd_labels = tmp_path / "odd_labels.nii.gz"
+        lab = np.asarray(nib.load(str(vols["labelmap"])).dataobj).astype(np.uint8)
+        lab[lab == 4] = 9
+        nib.save(nib.Nifti1Image(lab, nib.load(str(vols["labelmap"])).affine), str(odd_labels))
+        bad_uploads = [(b, garbage, "unreadable or corrupt image") for b in ALL]
+        bad_uploads += [(b, nan_img, r"contains 1 NaN") for b in ALL if b != "mmgan_label2mri_3d"]
+        bad_uploads += [("mmgan_label2mri_3d", odd_labels, r"label values \[9\] not in the configured set")]
+        for b, upload, problem in bad_uploads:
+            body, headers = _multipart({"params": json.dumps({"device": "cpu"})}, {"file": upload})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _request(f"{base}/infer/{b}?output=image", body, headers)
+            detail = json.loads(err.value.read()).get("detail", "")
+            assert err.value.code == 422, (b, upload.name, err.value.code, detail, tail())
+            assert detail.startswith("the uploaded image: ") and "\n" not in detail, (b, detail)
+            assert re.search(problem, detail), (b, upload.name, detail)
+
         model_pt = app / "model" / "wgan_pairs_seg_2d" / "models" / "model.pt"
         before = model_pt.read_bytes()
         params = {"max_epochs": 1, "gan_iterations": 2, "image_size": [32, 32], "val_interval": 1,
@@ -225,6 +257,32 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
         body, headers = _multipart({"params": "{}"}, {"file": studies[1]})
         (tmp_path / "after.nii.gz").write_bytes(_request(f"{base}/infer/wgan_pairs_seg_2d?output=image", body, headers))
         assert nib.load(str(tmp_path / "after.nii.gz")).shape[:3] == nib.load(str(studies[1])).shape
+
+        # issue #18: request values are data, never code; unknown keys and wrong types are refused with a 4xx
+        marker = tmp_path / "marker"
+        attacks = [{"ratio": f"$open({str(marker)!r}, 'w').write('x') and '8-8'"},
+                   {"max_epochs": f"$open({str(marker)!r}, 'w').write('x') and 1"},
+                   {"image_size": [f"$open({str(marker)!r}, 'w').write('x') and 32", 32]},
+                   {"ratio": "@network"}, {"gan_iterations": "%configs/train.yaml#max_epochs"},
+                   {"initialize": ["$print(1)"]}, {"gan_iterations": "2"}, {"device": "cpu; rm -rf /"}]
+        for attack in attacks:
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _request(f"{base}/train/wgan_pairs_seg_2d?run_sync=true", json.dumps({**params, **attack}).encode(),
+                         {"Content-Type": "application/json"}, timeout=300)
+            assert 400 <= err.value.code < 500, (attack, err.value.code, tail())
+            assert not marker.exists(), f"code from a request ran: {attack}"
+
+        def cors_allowed(origin: str):
+            preflight = urllib.request.Request(f"{base}/train/wgan_pairs_seg_2d", method="OPTIONS", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"})
+            try:
+                with urllib.request.urlopen(preflight, timeout=30) as r:
+                    return r.headers.get("access-control-allow-origin")
+            except urllib.error.HTTPError as e:
+                return e.headers.get("access-control-allow-origin")
+
+        assert cors_allowed("http://attacker.example") is None, "CORS lets any web page call the server"
+        assert cors_allowed(f"http://127.0.0.1:{port}") == f"http://127.0.0.1:{port}", "the server's own origin"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -250,3 +308,22 @@ def test_label_app_cli_writes_the_app_and_reports_bad_input(tmp_path, capsys):
     assert "no bundle 'no_such_bundle'" in capsys.readouterr().err
     assert main(["label-app", str(tmp_path / "app3"), "--bundle", "wgan_pairs_seg_2d", "--serve"]) == 2
     assert "--studies" in capsys.readouterr().err
+
+
+def test_train_requests_are_data_with_known_keys_and_declared_types():
+    """The check every /train/ request goes through before it reaches a bundle (issue #18)."""
+    cfg = ConfigParser.load_config_file(str(BUNDLES / "wgan_pairs_seg_2d" / "configs" / "train.yaml"))
+    ok = {"model": "wgan_pairs_seg_2d", "max_epochs": 2, "ratio": "8-8", "gan_iterations": 10, "image_size": [32, 32],
+          "device": ["cpu"], "model_filename": ["model.pt", "model_g.pt"], "tracking": ["None", "mlflow"], "run_id": ""}
+    assert check_train_request(ok, cfg) == ok
+    for bad, match in (({"ratio": "$__import__('os').system('id')"}, "would be run"),
+                       ({"max_epochs": "$1"}, "would be run"), ({"image_size": ["@x", 1]}, "would be run"),
+                       ({"nested": {"k": "%f.yaml#a"}}, "unknown"), ({"initialize": []}, "unknown"),
+                       ({"gan_iterations": "10"}, "must be like"), ({"gan_iterations": True}, "must be like"),
+                       ({"augment": "yes"}, "must be like"), ({"max_epochs": 0}, "positive integer"),
+                       ({"device": "cuda; rm -rf /"}, "cpu or cuda"), ({"model_filename": "../../x.pt"}, "plain name")):
+        with pytest.raises(VolganConfigError, match=match):
+            check_train_request({**ok, **bad}, cfg)
+    env = serve_env(port=8123, cors_origins=["http://viewer:3000"])
+    origins = json.loads(env["MONAI_LABEL_CORS_ORIGINS"])
+    assert "*" not in origins and "http://127.0.0.1:8123" in origins and "http://viewer:3000" in origins

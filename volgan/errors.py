@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["VolganError", "VolganDataError", "VolganConfigError", "find_volgan_error"]
+__all__ = ["VolganError", "VolganDataError", "VolganConfigError", "find_cause", "find_volgan_error"]
 
 
 class VolganError(Exception):
@@ -27,12 +27,17 @@ class VolganConfigError(VolganError, ValueError):
     """A configuration value is invalid (wrong type, out of range, inconsistent with another)."""
 
 
-def find_volgan_error(exc: BaseException | None) -> VolganError | None:
-    """Return the first ``VolganError`` in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
+def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """Return the first ``kind`` in ``exc``'s cause/context chain (MONAI wraps transform and config errors)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, VolganError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def find_volgan_error(exc: BaseException | None) -> VolganError | None:
+    """Return the first ``VolganError`` in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
+    return find_cause(exc, VolganError)

@@ -8,12 +8,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
+import shutil
 import re
 import sys
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar
@@ -25,20 +29,25 @@ from monai.handlers import (
     TensorBoardStatsHandler,
     ValidationHandler,
 )
+from monai.data.utils import set_rnd
 from torch.utils.tensorboard import SummaryWriter
 
 from volgan.config import as_bool
-from volgan.distributed import is_rank_zero
+from volgan.distributed import is_rank_zero, rank
+from volgan.errors import VolganError
 from volgan.io import atomic_torch_save, safe_torch_load, save_weights
 
 __all__ = [
     "AtomicDiskSaver",
+    "NonFiniteStateError",
+    "non_finite_entries",
     "CheckpointHandler",
     "ResumeFromLatest",
     "ExportNetwork",
     "BestModelSaver",
     "EnsureBestModel",
     "EarlyStoppingValidation",
+    "StagedOutputs",
     "TensorBoardGanHandler",
     "ProgressHandler",
     "TrainingMonitor",
@@ -50,6 +59,8 @@ __all__ = [
     "metric_score",
     "summary_writer",
     "lower_is_better",
+    "epoch_seed",
+    "EpochSeed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +84,13 @@ class AtomicDiskSaver(BaseSaveHandler):
             stale.unlink(missing_ok=True)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        bad = non_finite_entries(checkpoint)
+        if bad:
+            last = latest_checkpoint(self.dirname)
+            raise NonFiniteStateError(
+                f"{self.dirname / filename} not written: non-finite values in {', '.join(bad[:4])}"
+                f"{' ...' if len(bad) > 4 else ''}; the last good checkpoint is "
+                f"{last if last else 'none'}: lower the learning rate(s) and resume from it")
         atomic_torch_save(dict(checkpoint), self.dirname / filename)
         pending, self._to_remove = self._to_remove, []
         for old in pending:
@@ -81,6 +99,28 @@ class AtomicDiskSaver(BaseSaveHandler):
 
     def remove(self, filename: str) -> None:
         self._to_remove.append(filename)
+
+
+class NonFiniteStateError(VolganError, RuntimeError):
+    """A network, optimiser or metric became NaN/Inf: nothing of it is saved or exported (issue #18)."""
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors (and floats) in a (nested) state dict that hold NaN or Inf."""
+    out: list[str] = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
+            out.append(prefix or "tensor")
+    elif isinstance(state, float):
+        if not math.isfinite(state) and not prefix.endswith(("best", "scale")):
+            out.append(prefix)
+    elif isinstance(state, Mapping):
+        for k, v in state.items():
+            out += non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out += non_finite_entries(v, f"{prefix}[{i}]")
+    return out
 
 
 def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
@@ -162,8 +202,13 @@ class ExportNetwork:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        if is_rank_zero():
-            save_weights(self.network, self.path)
+        if not is_rank_zero():
+            return
+        bad = non_finite_entries(self.network.state_dict())
+        if bad:
+            raise NonFiniteStateError(f"{self.path} not written: the network's weights are non-finite "
+                                      f"({', '.join(bad[:3])}); lower the learning rate(s) and resume")
+        save_weights(self.network, self.path)
 
 
 def _first_item(output: Any) -> Any:
@@ -279,6 +324,14 @@ class EpochMeanEarlyStop(EarlyStopHandler):
         mean, self._sum, self._n = self._sum / self._n, 0.0, 0
         return -mean
 
+    def state_dict(self) -> dict[str, Any]:
+        """Patience counter and best score (in the stage's checkpoint, so a resumed run stops when an
+        uninterrupted one would)."""
+        return _early_stop_state(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        _load_early_stop_state(self, state)
+
     def _accumulate(self, engine: Engine) -> None:
         out = engine.state.output
         if isinstance(out, Mapping) and self.key in out:
@@ -378,6 +431,11 @@ class BestModelSaver:
 
     def __call__(self, evaluator: Engine) -> None:
         value = float(evaluator.state.metrics[self.metric])
+        bad = non_finite_entries(self.export.network.state_dict())
+        if bad or not math.isfinite(value):
+            what = (f"the network's weights are non-finite ({', '.join(bad[:3])})" if bad else
+                    f"validation {self.metric} is non-finite ({value}: the network's outputs are NaN/Inf)")
+            raise NonFiniteStateError(f"{what}; not kept as the best model: lower the learning rate(s) and resume")
         if self.improved(value):
             self.best = value
             self.best_epoch = getattr(evaluator.state, "epoch", None)
@@ -422,12 +480,36 @@ class EarlyStoppingValidation:
         self.validator, self.interval = validator, max(int(interval), 1)
         self.patience = max(1, int(patience_iterations) // self.interval)
         self.best_model_path, self.metric, self.mode = best_model_path, metric, mode
+        self.stopper = EarlyStopHandler(patience=self.patience, score_function=metric_score(self.metric, self.mode),
+                                        epoch_level=True)
 
     def attach(self, engine: Engine) -> None:
         ValidationHandler(interval=self.interval, validator=self.validator, epoch_level=False).attach(engine)
-        EarlyStopHandler(patience=self.patience, score_function=metric_score(self.metric, self.mode), trainer=engine,
-                         epoch_level=True).attach(self.validator)
+        self.stopper.set_trainer(engine)
+        self.stopper.attach(self.validator)
         EnsureBestModel(self.validator, self.best_model_path).attach(engine)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Patience counter and best score (in the stage's checkpoint: a resumed run stops when an uninterrupted
+        one would)."""
+        return _early_stop_state(self.stopper)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        _load_early_stop_state(self.stopper, state)
+
+
+def _early_stop_state(stopper: EarlyStopHandler) -> dict[str, Any]:
+    h = getattr(stopper, "_handler", None)  # ignite's EarlyStopping, made when the trainer is known
+    return {"counter": int(h.counter) if h else 0,
+            "best_score": None if h is None or h.best_score is None else float(h.best_score)}
+
+
+def _load_early_stop_state(stopper: EarlyStopHandler, state: Mapping[str, Any]) -> None:
+    h = getattr(stopper, "_handler", None)
+    if h is None:  # disabled (patience <= 0): nothing counts
+        return
+    h.counter = int(state.get("counter", 0))
+    h.best_score = state.get("best_score")
 
 
 _WRITERS: dict[str, SummaryWriter] = {}
@@ -439,6 +521,32 @@ def summary_writer(log_dir: str | os.PathLike) -> SummaryWriter:
     if key not in _WRITERS:
         _WRITERS[key] = SummaryWriter(log_dir=key)
     return _WRITERS[key]
+
+
+class StagedOutputs:
+    """Attach to an evaluator that writes its outputs into ``staging`` (a hidden folder inside ``output_dir``): when
+    the run completes they are moved into ``output_dir``, when it fails the staging folder is removed, so a bad
+    input late in the list never leaves the earlier outputs behind (all or nothing)."""
+
+    def __init__(self, staging: str | os.PathLike, output_dir: str | os.PathLike):
+        self.staging, self.output_dir = Path(staging), Path(output_dir)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.COMPLETED, self.commit)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.abort)
+
+    def start(self, engine: Engine | None = None) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def commit(self, engine: Engine | None = None) -> None:
+        for f in sorted(self.staging.iterdir()) if self.staging.is_dir() else []:
+            os.replace(f, self.output_dir / f.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def abort(self, engine: Engine, e: BaseException) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        raise e
 
 
 class TrainingMonitor:
@@ -479,3 +587,40 @@ class TrainingMonitor:
         if self.gan_health:
             GanHealthMonitor(interval=self.log_interval).attach(engine)
         ProgressHandler(self.progress).attach(engine)
+
+
+def epoch_seed(seed: int, *keys: Any) -> int:
+    """A 32-bit seed derived from ``seed`` and ``keys`` (a stage name, an epoch, a rank ...) by numpy's
+    ``SeedSequence``: distinct keys give independent streams."""
+    words = [int(seed) & 0xFFFFFFFF] + [zlib.crc32(str(k).encode()) if not isinstance(k, int) else int(k) & 0xFFFFFFFF
+                                        for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+class EpochSeed:
+    """Reseed at the start of every epoch, from ``(seed, tag, epoch, rank)``: torch (CPU and CUDA), numpy, Python's
+    ``random``, the random transforms of ``dataset`` (MONAI's ``set_rnd``), and the private noise of the engine and
+    of its ``prepare_batch`` (anything with a ``reseed(seed)`` method: the WGAN-GP trainers, the mixing batches).
+    An epoch's randomness (data order, crops and augmentation, dropout, noise) then depends on its number only, not
+    on what ran before it, so a run killed and resumed from its last checkpoint trains exactly as an uninterrupted
+    one (issue #18). Ignite makes the epoch's data iterator (and its workers' seeds) after ``EPOCH_STARTED``, so
+    the data order is covered too.
+    """
+
+    def __init__(self, seed: int, tag: str = "", dataset: Any = None):
+        self.seed, self.tag, self.dataset = int(seed), str(tag), dataset
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        s = epoch_seed(self.seed, self.tag, int(engine.state.epoch), rank())
+        torch.manual_seed(s)  # seeds every CUDA device too
+        np.random.seed(s)
+        random.seed(s)
+        if self.dataset is not None:
+            set_rnd(self.dataset, s)
+        for i, owner in enumerate((engine, getattr(engine, "prepare_batch", None))):
+            if callable(getattr(owner, "reseed", None)):
+                owner.reseed(epoch_seed(s, "noise", i))

@@ -11,6 +11,7 @@ settings passed in: synthesis, training-time validation, segmentation prediction
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from volgan.config import amp_enabled, as_bool, resolve_device
 from volgan.data.slices import ScaleToUnitRanged, network_slice, resize_slice
 from volgan.data.validate import ValidateVolumed
 from volgan.errors import VolganConfigError
+from volgan.handlers import StagedOutputs
 
 __all__ = ["sliding_window_inferer", "SlicewiseInferer", "predict", "predict_labels", "predict_slicewise",
            "SlicewiseSegmentation",
@@ -123,7 +125,8 @@ class SlicewiseSegmentation:
         slice_axis, batch_size: of ``SlicewiseInferer``.
         num_classes: the network's output classes (labels 1 .. num_classes - 1 are foreground).
         keep_largest: keep only the largest connected component of each foreground label.
-        output_dir: where ``postprocessing`` writes the segmentations (``None``: nothing is written).
+        output_dir: where the segmentations go (``None``: nothing is written); ``postprocessing`` writes them into a
+            staging folder that ``outputs()`` (an evaluator handler) commits when every input succeeded.
         spatial_dims: of the input images (3: volumes segmented slice by slice; 2: 2D images).
     """
 
@@ -148,7 +151,16 @@ class SlicewiseSegmentation:
         if self.keep_largest:
             xforms.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=list(range(1, self.num_classes))))
         if self.output_dir is not None:
-            xforms.append(SaveImaged(keys="pred", output_dir=str(self.output_dir), output_postfix="seg",
+            xforms.append(SaveImaged(keys="pred", output_dir=str(self.staging), output_postfix="seg",
                                      separate_folder=False, resample=False, output_dtype=torch.uint8,
                                      print_log=False))
         return Compose(xforms)
+
+    @property
+    def staging(self) -> Path:
+        """Where ``postprocessing`` writes before the run commits (``outputs()``)."""
+        return Path(self.output_dir) / ".staging-segmentations"
+
+    def outputs(self) -> StagedOutputs:
+        """The evaluator handler that moves the segmentations into ``output_dir`` when every input succeeded."""
+        return StagedOutputs(self.staging, self.output_dir)

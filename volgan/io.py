@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "load_weights",
     "prepare_output_dir",
     "prepare_inference",
+    "OutputLock",
 ]
 
 
@@ -151,3 +154,59 @@ def prepare_inference(ckpt_path: str | os.PathLike, output_dir: str | os.PathLik
     checkpoint, and that ``output_dir`` is new or empty (``prepare_output_dir``); returns the output folder."""
     safe_torch_load(ckpt_path)
     return prepare_output_dir(output_dir, overwrite)
+
+
+class OutputLock:
+    """A run's claim on its output folder: ``<folder>/.volgan.lock`` holding pid, host and time, made with
+    ``O_EXCL`` and removed when the run ends. A second run into the folder while the owner lives is one
+    ``VolganConfigError`` naming it; a lock left by a process that no longer exists (same host) is taken over."""
+
+    NAME = ".volgan.lock"
+
+    def __init__(self, folder: str | os.PathLike, enabled: bool = True):
+        self.path, self.enabled, self.held = Path(folder) / self.NAME, bool(enabled), False
+
+    def __enter__(self) -> OutputLock:
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner.get("pid") == os.getpid() and owner.get("host") == me["host"]:
+                    return self  # this process already holds it (nested runs)
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise VolganConfigError(f"{self.path.parent} is being written by another run (pid "
+                                        f"{owner.get('pid')} on {owner.get('host')}, lock {self.path}): wait for it, "
+                                        "choose another --output_dir, or remove the lock if that run is dead")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise VolganConfigError(f"{self.path}: could not take the output folder's lock")
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # it exists, under another user
+    except (OSError, TypeError, ValueError):
+        return False
+    return True

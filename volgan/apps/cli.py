@@ -12,7 +12,7 @@ from volgan.apps.demo import run_demo
 from volgan.apps.monailabel.app import add_cli as add_label_app
 from volgan.apps.nnunet import export_nnunet
 from volgan.data import load_datalist, validate_datalist
-from volgan.errors import VolganConfigError, find_volgan_error
+from volgan.errors import VolganConfigError, find_cause, find_volgan_error
 from volgan.evaluation import METHODS, evaluate_bundle
 from volgan.synthesis import synthesize
 
@@ -152,10 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Exception as e:  # noqa: BLE001
         err = find_volgan_error(e)
-        if err is None or args.verbose:
-            raise
-        print(f"volgan: error: {err}", file=sys.stderr)
-        return 2
+        if err is not None and not args.verbose:
+            print(f"volgan: error: {err}", file=sys.stderr)
+            return 2
+        os_err = find_cause(e, OSError)
+        if os_err is not None and os_err.strerror and not args.verbose:  # the machine, not the input: a full disk
+            where = f"{os_err.filename}: " if os_err.filename else ""
+            print(f"volgan: error: {where}{os_err.strerror} (--verbose shows the traceback)", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -105,11 +105,13 @@ def find_pairs(folder: str | os.PathLike) -> list[dict[str, str]]:
             continue
         stem = file_stem(p)
         case = split_tag(stem, LABEL_TAGS)
-        if case is not None:
-            labels[case] = p
-            continue
-        case = split_tag(stem, IMAGE_TAGS)
-        images[case if case is not None else stem] = p
+        found = labels if case is not None else images
+        case = case if case is not None else (split_tag(stem, IMAGE_TAGS) or stem)
+        if case in found:
+            kind = "label maps" if found is labels else "images"
+            raise VolganDataError(folder, f"two {kind} for case {case!r} ({found[case].name}, {p.name}): the "
+                                  "pairing is ambiguous; give a datalist JSON")
+        found[case] = p
     if not images and not labels:
         raise VolganDataError(folder, "holds no image/label files (expected <case>_image.nii.gz + <case>_label.nii.gz, "
                               "imagesTr/ + labelsTr/, or dataset.json)")
@@ -130,6 +132,8 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
+    except RecursionError:
+        raise VolganDataError(path, "JSON nested too deeply to be a datalist") from None
     except json.JSONDecodeError as e:
         raise VolganDataError(path, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
     except (UnicodeDecodeError, OSError) as e:
@@ -182,7 +186,8 @@ def load_datalist(
             if base is not None and not p.is_absolute():
                 p = base / p
             if check_exists and not p.exists():
-                raise VolganDataError(p, f"does not exist (entry {i} {k!r} of {origin})")
+                what = "is a broken symbolic link" if p.is_symlink() else "does not exist"
+                raise VolganDataError(p, f"{what} (entry {i} {k!r} of {origin})")
             entry[k] = str(p)
         out.append(entry)
     if not out:
@@ -212,6 +217,9 @@ def list_inputs(source: str | os.PathLike | Sequence, key: str = "label") -> lis
         return [str(path)]
     if is_dicom_dir(path):
         return [str(path)]
+    broken = [p for p in sorted(path.iterdir()) if p.is_symlink() and not p.exists()]
+    if broken:
+        raise VolganDataError(broken[0], "is a broken symbolic link (its target does not exist)")
     files = [p for p in sorted(path.iterdir()) if p.is_file() and volume_suffix(p)]
     if (path / "dataset.json").is_file():
         return [it[key] for it in load_datalist(path / "dataset.json", keys=(key,))]

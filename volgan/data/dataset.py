@@ -64,17 +64,21 @@ def split_datalist(
     if not 0.0 < val_fraction < 1.0:
         raise VolganConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.RandomState(seed)
-    groups = sorted({str(it.get(group_key, i)) if group_key else str(i) for i, it in enumerate(items)})
+
+    first: dict[str, int] = {}
+    for i, it in enumerate(items):
+        first.setdefault(str(it.get("image", i)), i)
+
+    def group(i: int, it: dict) -> str:  # without a group key: the case, repeated entries of one image together
+        return str(it.get(group_key, i)) if group_key else str(first[str(it.get("image", i))])
+
+    groups = sorted({group(i, it) for i, it in enumerate(items)})
     if len(groups) < 2:
         raise VolganConfigError(f"need at least two cases (or groups) to split into training and validation, got "
                                 f"{len(groups)}: add cases or give the validation set explicitly")
     order = [groups[i] for i in rng.permutation(len(groups))]
     n_val = min(max(1, int(round(len(groups) * val_fraction))), len(groups) - 1)
     val_groups = set(order[:n_val])
-
-    def group(i: int, it: dict) -> str:
-        return str(it.get(group_key, i)) if group_key else str(i)
-
     train = [dict(it) for i, it in enumerate(items) if group(i, it) not in val_groups]
     val = [dict(it) for i, it in enumerate(items) if group(i, it) in val_groups]
     return train, val

@@ -8,28 +8,43 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from volgan.data.datalist import find_pairs, list_inputs, load_datalist
+from volgan.data.datalist import case_name, file_stem, find_pairs, list_inputs, load_datalist
 from volgan.data.validate import check_image, check_label, load_volume, validate_datalist
 from volgan.errors import VolganDataError
 
-__all__ = ["label_map_inputs", "image_inputs", "translation_inputs"]
+__all__ = ["unique_outputs", "label_map_inputs", "image_inputs", "translation_inputs"]
+
+
+def unique_outputs(files: Sequence[str], name: Any = case_name) -> None:
+    """Refuse two inputs whose outputs would have one name (same file name in two folders): nothing is
+    overwritten silently."""
+    seen: dict[str, str] = {}
+    for f in files:
+        n = name(f)
+        if n in seen:
+            raise VolganDataError(f, f"its output would be named like that of {seen[n]} ({n!r}): rename one "
+                                  "(inputs from several folders need distinct file names)")
+        seen[n] = str(f)
 
 
 def label_map_inputs(source: Any, label_values: Sequence[int] | None = None, spatial_dims: int = 3,
                      key: str = "label") -> list[dict[str, str]]:
     """Label maps to synthesise from (P1): ``[{"image": label_map_path}]``; every map checked first (unreadable,
-    wrong dims, NaN, values outside ``label_values``, empty)."""
+    wrong dims, NaN, values outside ``label_values``, empty), and no two with one output name."""
     files = list_inputs(source, key=key)
+    unique_outputs(files)
     for f in files:
         check_label(load_volume(f), f, label_values, spatial_dims)
     return [{"image": f} for f in files]
 
 
 def image_inputs(source: Any, spatial_dims: int = 3) -> list[dict[str, str]]:
-    """Images to segment (the 2D bundles slice by slice): ``[{"image": path}]``, every image checked first."""
+    """Images to segment (the 2D bundles slice by slice): ``[{"image": path}]``, every image checked first, and no
+    two with one output name."""
     files = list_inputs(source, key="image")
+    unique_outputs(files, file_stem)
     for f in files:
-        check_image(load_volume(f), f, spatial_dims)
+        check_image(load_volume(f), f, spatial_dims, require_contrast=True)
     return [{"image": f} for f in files]
 
 
@@ -49,6 +64,7 @@ def translation_inputs(source: Any, spatial_dims: int = 3) -> list[dict[str, str
             items = [{"image": f} for f in list_inputs(path, key="image")]
     else:
         items = [{"image": f} for f in list_inputs(source, key="image")]
+    unique_outputs([it["image"] for it in items])
     with_label = all("label" in it for it in items)
     items = [{k: it[k] for k in (("image", "label") if with_label else ("image",))} for it in items]
     return validate_datalist(items, label_key="label" if with_label else None, spatial_dims=spatial_dims,

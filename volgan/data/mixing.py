@@ -97,6 +97,10 @@ class MixedPairsPrepareBatch:
         self.noise = torch.Generator().manual_seed(int(seed))
         self.image_key, self.label_key = image_key, label_key
 
+    def reseed(self, seed: int) -> None:
+        """Restart the noise from ``seed`` (``volgan.handlers.EpochSeed`` calls this every epoch)."""
+        self.noise.manual_seed(int(seed))
+
     @torch.no_grad()
     def __call__(self, batchdata: dict, device: torch.device | None = None, non_blocking: bool = False, **kwargs):
         img = plain_tensor(batchdata[self.image_key])[: self.n_real].to(device=device, non_blocking=non_blocking)

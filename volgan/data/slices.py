@@ -127,7 +127,7 @@ class SliceDataset(Dataset):
         for ci, item in enumerate(items):
             img, lab = load_volume(item["image"]), load_volume(item["label"])
             dims = spatial_dims or (2 if np.asarray(lab).ndim == 2 else 3)
-            check_image(img, str(item["image"]), dims)
+            check_image(img, str(item["image"]), dims, require_contrast=True)
             check_label(lab, str(item["label"]), label_values, dims)
             check_pair(img, lab, str(item["image"]), str(item["label"]))
             img_t = torch.as_tensor(np.asarray(img), dtype=torch.float32)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data.utils import set_rnd
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -63,10 +65,11 @@ class MapToSharedLabelsd(MapTransform):
             extra = [v for v in values if v not in self.mapping and v != 0]
             if extra and self.unmapped == "error":
                 raise VolganDataError(source_path(d[key]), f"label values {extra} have no entry in the label mapping")
-            lut = torch.zeros(max(values + list(self.mapping)) + 1, dtype=torch.long)
-            for k, v in self.mapping.items():
-                lut[k] = v
-            d[key] = same_type_as(lut[lab.long().clamp(min=0)].numpy(), d[key])
+            # map through the values present (no lookup table of max(label) + 1 entries: a label value near the
+            # integer limit must not ask for gigabytes)
+            present, inverse = torch.unique(lab.long(), return_inverse=True)
+            mapped = torch.tensor([self.mapping.get(int(v), 0) for v in present], dtype=torch.long)
+            d[key] = same_type_as(mapped[inverse].numpy(), d[key])
         return d
 
 
@@ -85,7 +88,7 @@ def check_unpaired(a_items: Sequence[Mapping], b_items: Sequence[Mapping], map_a
             if nd != spatial_dims:
                 raise VolganDataError(it["image"], f"domain {name}: expected {spatial_dims} spatial dims, got shape "
                                       f"{tuple(img.shape)} (both domains must have the same number of dims)")
-            check_image(img, str(it["image"]), spatial_dims)
+            check_image(img, str(it["image"]), spatial_dims, require_contrast=True)
             lab = load_volume(it["label"])
             check_label(lab, str(it["label"]), None, spatial_dims, require_foreground=False)
             check_pair(img, lab, str(it["image"]), str(it["label"]))
@@ -109,6 +112,15 @@ class UnpairedDataset(Randomizable, Dataset):
             raise VolganConfigError("both domains need at least one case")
         self.a, self.b = dataset_a, dataset_b
         self.set_random_state(seed=seed)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        """Seed the draw of the other domain's item and (with ``seed``) the random transforms of both domains
+        (MONAI's ``set_rnd`` stops at the first object with a random state: this one)."""
+        super().set_random_state(seed=seed, state=state)
+        if seed is not None:
+            set_rnd(self.a, seed + 1)
+            set_rnd(self.b, seed + 2)
+        return self
 
     def __len__(self) -> int:
         return max(len(self.a), len(self.b))

@@ -7,7 +7,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -17,6 +19,9 @@ from volgan.data.datalist import VOLUME_SUFFIXES, is_dicom_dir, volume_suffix
 from volgan.errors import VolganDataError
 
 __all__ = [
+    "MAX_VOXELS",
+    "MAX_LABEL_VALUE",
+    "header_shape",
     "load_volume",
     "check_image",
     "check_label",
@@ -37,11 +42,60 @@ def source_path(x: Any, default: str = "<in-memory>") -> str:
     return default
 
 
-def load_volume(path: str | os.PathLike, reader: str | None = None) -> MetaTensor:
-    """Load one image with MONAI's ``LoadImage`` (channel-first); unreadable files raise ``VolganDataError``."""
+#: voxels a file may claim before anything is read (``VOLGAN_MAX_VOXELS``; 2^28 ~ 1 GiB of float32)
+MAX_VOXELS = int(os.environ.get("VOLGAN_MAX_VOXELS", 2**28))
+#: the largest label value accepted (label maps are stored as integers; atlases use a few thousand)
+MAX_LABEL_VALUE = 65535
+#: intensities beyond this are a broken scaling (a wrong scl_slope, a raw float overflow), not an image
+MAX_INTENSITY = 1e12
+
+
+def _check_affine(aff: np.ndarray | torch.Tensor, path: str | os.PathLike) -> None:
+    aff = torch.as_tensor(np.asarray(aff), dtype=torch.float64)
+    if not bool(torch.isfinite(aff).all()):
+        raise VolganDataError(path, "the affine (voxel -> world) is not finite (NaN/Inf in the header)")
+    if abs(float(torch.linalg.det(aff[:-1, :-1]))) < 1e-12:
+        raise VolganDataError(path, "the affine (voxel -> world) is singular (zero spacing or a degenerate "
+                              "orientation in the header)")
+
+
+def header_shape(path: Path) -> tuple[int, ...] | None:
+    """The grid a file's header claims, read without loading the voxels (NIfTI through nibabel, other formats and
+    DICOM series through SimpleITK); ``None`` when the header cannot be read here (the reader then reports it).
+
+    A NIfTI header whose affine (nibabel's best affine: sform, else qform, else pixdim) is not finite or singular is
+    refused here: readers disagree on such files (ITK falls back to pixdim, nibabel keeps the broken matrix), so
+    any reading of it would be a guess."""
+    try:
+        if path.is_dir():
+            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+            if len(series) > 1:
+                raise VolganDataError(path, f"holds {len(series)} DICOM series ({', '.join(series[:3])}"
+                                      f"{' ...' if len(series) > 3 else ''}): give the folder of one series")
+            return None
+        if volume_suffix(path) in (".nii", ".nii.gz"):
+            header = nib.load(str(path)).header
+            _check_affine(header.get_best_affine(), path)
+            return tuple(int(s) for s in header.get_data_shape())
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return (*reader.GetSize(), reader.GetNumberOfComponents())
+    except VolganDataError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable header is the full reader's to report
+        return None
+
+
+def load_volume(path: str | os.PathLike, reader: str | None = None, max_voxels: int | None = None) -> MetaTensor:
+    """Load one image with MONAI's ``LoadImage`` (channel-first); unreadable files raise ``VolganDataError``.
+
+    The grid the header claims is checked first (``max_voxels``, default ``MAX_VOXELS``), so a small file that
+    decompresses to gigabytes (a decompression bomb, a header claiming a huge grid) is refused before any
+    allocation; a DICOM folder with several series is refused rather than one of them picked silently."""
     p = Path(path)
     if not p.exists():
-        raise VolganDataError(p, "file does not exist")
+        raise VolganDataError(p, "file does not exist" if not p.is_symlink() else "is a broken symbolic link")
     if p.is_dir():
         if not is_dicom_dir(p):
             raise VolganDataError(p, "is a folder but not a DICOM series")
@@ -50,6 +104,12 @@ def load_volume(path: str | os.PathLike, reader: str | None = None) -> MetaTenso
             raise VolganDataError(p, "empty file (0 bytes)")
         if volume_suffix(p) is None:
             raise VolganDataError(p, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})")
+    shape = header_shape(p)
+    limit = MAX_VOXELS if max_voxels is None else int(max_voxels)
+    if shape is not None and int(np.prod([max(s, 1) for s in shape], dtype=np.float64)) > limit:
+        raise VolganDataError(p, f"the header claims a {'x'.join(map(str, shape))} grid "
+                              f"({int(np.prod(shape, dtype=np.float64)):,} voxels), more than the limit {limit:,} "
+                              "(set VOLGAN_MAX_VOXELS to allow larger volumes)")
     try:
         img = LoadImage(reader=reader, image_only=True, ensure_channel_first=False)(str(p))
     except Exception as e:  # noqa: BLE001 - every reader failure means the same thing to the user
@@ -96,13 +156,19 @@ def _spatial(arr: torch.Tensor | np.ndarray, path: str, spatial_dims: int, chann
 
 def check_image(
     img: torch.Tensor | np.ndarray, path: str | None = None, spatial_dims: int = 3, channel_first: bool = False,
-    channels: int | None = None,
+    channels: int | None = None, require_contrast: bool = False,
 ) -> None:
-    """Number of dimensions (and channels: for non-channel-first data a last axis of ``channels``), no NaN/Inf."""
+    """Number of dimensions (and channels: for non-channel-first data a last axis of ``channels``), a grid of at
+    least 2 voxels along two axes, a usable affine (finite, not singular), no NaN/Inf, no intensities beyond
+    ``MAX_INTENSITY``; with ``require_contrast`` an image that is not constant."""
     path = path or source_path(img)
-    _spatial(img, path, spatial_dims, channel_first, channels if not channel_first else None)
+    spatial = _spatial(img, path, spatial_dims, channel_first, channels if not channel_first else None)
     if channel_first and channels is not None and img.shape[0] != channels:
         raise VolganDataError(path, f"expected {channels} channel(s), got {img.shape[0]} (shape {tuple(img.shape)})")
+    if sum(int(s) >= 2 for s in spatial) < min(2, spatial_dims):
+        raise VolganDataError(path, f"a grid of {'x'.join(map(str, spatial))} voxels is too small to be an image")
+    if isinstance(img, MetaTensor):
+        _check_affine(img.affine, path)
     t = torch.as_tensor(img)
     if t.is_floating_point():
         finite = torch.isfinite(t)
@@ -110,6 +176,13 @@ def check_image(
             n_nan = int(torch.isnan(t).sum())
             n_inf = int((~finite).sum()) - n_nan
             raise VolganDataError(path, f"contains {n_nan} NaN and {n_inf} Inf voxels")
+    if t.numel():
+        peak = float(t.abs().max())
+        if peak > MAX_INTENSITY:
+            raise VolganDataError(path, f"intensities up to {peak:.3g} (beyond {MAX_INTENSITY:g}): a broken scaling "
+                                  "(scl_slope) or a corrupt file, not an image")
+        if require_contrast and float(t.max()) == float(t.min()):
+            raise VolganDataError(path, f"the image is constant ({float(t.max()):g} everywhere): nothing to learn")
 
 
 def check_label(
@@ -131,6 +204,9 @@ def check_label(
         bad = [v for v in values if v not in allowed]
         if bad:
             raise VolganDataError(path, f"label values {bad} not in the configured set {sorted(allowed)}")
+    if values[0] < 0 or values[-1] > MAX_LABEL_VALUE:
+        raise VolganDataError(path, f"label values from {values[0]} to {values[-1]}: label maps hold values 0 .. "
+                              f"{MAX_LABEL_VALUE} (negative or huge values are a corrupt or non-label file)")
     if require_foreground and values == [0]:
         raise VolganDataError(path, "empty label map (only background 0)")
 
@@ -172,7 +248,7 @@ def validate_datalist(
         img = lab = None
         if image_key:
             img = load_volume(item[image_key])
-            check_image(img, str(item[image_key]), spatial_dims, channels=image_channels)
+            check_image(img, str(item[image_key]), spatial_dims, channels=image_channels, require_contrast=True)
         if label_key:
             lab = load_volume(item[label_key])
             check_label(lab, str(item[label_key]), label_values, spatial_dims, require_foreground=require_foreground)

@@ -7,7 +7,7 @@ from volgan.engines.cycle_shape import MODES, CycleShapeEvents, CycleShapeTraine
 from volgan.engines.gan_pretrain import GAN_PRETRAIN_MODES, GanPretrainModes
 from volgan.engines.image_pool import ImagePool
 from volgan.engines.keys import OutputKeys
-from volgan.engines.schedules import LinearDecay, linear_decay_scheduler
+from volgan.engines.schedules import LinearDecay, LinearDecayLR, linear_decay_scheduler
 from volgan.engines.segmentor import KeyedBatch, SegmentorTrainer, ValidationLossEvaluator, image_label_batch
 from volgan.engines.stages import Stage, StagedTraining
 from volgan.engines.wgan_gp import PairCriticWganGpTrainer, WganGpTrainer
@@ -19,7 +19,7 @@ __all__ = [
     "GanPretrainModes", "GAN_PRETRAIN_MODES",
     "ImagePool",
     "OutputKeys",
-    "LinearDecay", "linear_decay_scheduler",
+    "LinearDecay", "LinearDecayLR", "linear_decay_scheduler",
     "SegmentorTrainer", "ValidationLossEvaluator", "KeyedBatch", "image_label_batch",
     "Stage", "StagedTraining",
     "WganGpTrainer", "PairCriticWganGpTrainer",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-__all__ = ["LinearDecay", "linear_decay_scheduler"]
+__all__ = ["LinearDecay", "LinearDecayLR", "linear_decay_scheduler"]
+
+logger = logging.getLogger(__name__)
 
 
 class LinearDecay:
@@ -28,6 +32,28 @@ class LinearDecay:
         return max(0.0, 1.0 - (epoch - self.decay_start) / span)
 
 
+class LinearDecayLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` with ``LinearDecay``, stepping once per epoch, whose schedule is this run's: a checkpoint restores
+    the epoch count, not the old run's ``total``/``decay_start``, so resuming with a larger ``max_epochs`` extends
+    the schedule (the lr is recomputed for the restored epoch) instead of keeping the lr at 0 (issue #18)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, decay_start: int | None = None):
+        super().__init__(optimizer, lr_lambda=LinearDecay(total, decay_start))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        old = (state.get("lr_lambdas") or [None])[0] or {}
+        state["lr_lambdas"] = [None] * len(self.lr_lambdas)  # keep this run's schedule; restore the counters
+        super().load_state_dict(state)
+        decay = self.lr_lambdas[0]
+        if old and (old.get("total"), old.get("decay_start")) != (decay.total, decay.decay_start):
+            logger.warning("lr schedule of the resumed run: linear decay from epoch %d to %d (the checkpoint's was "
+                           "%s to %s)", decay.decay_start, decay.total, old.get("decay_start"), old.get("total"))
+        self._last_lr = [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
+
 def linear_decay_scheduler(optimizer: torch.optim.Optimizer, total: int, decay_start: int | None = None):
-    """``LambdaLR`` stepping once per epoch with ``LinearDecay(total, decay_start)``."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=LinearDecay(total, decay_start))
+    """``LinearDecayLR``: constant, then linear decay to 0 at ``total`` epochs (MM-GAN, the cycle/shape GAN)."""
+    return LinearDecayLR(optimizer, total, decay_start)

@@ -10,13 +10,14 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.handlers import IgniteMetricHandler, from_engine
 from monai.inferers import Inferer, SimpleInferer
+from monai.metrics import CumulativeIterationMetric
 
 from volgan.data.transforms import plain_tensor
 from volgan.engines.base import VolganTrainer
 from volgan.engines.keys import OutputKeys
 from volgan.handlers import BestModelSaver, lower_is_better
 
-__all__ = ["SegmentorTrainer", "ValidationLossEvaluator", "KeyedBatch", "image_label_batch"]
+__all__ = ["SegmentorTrainer", "ValidationLossEvaluator", "MeanLoss", "KeyedBatch", "image_label_batch"]
 
 
 class KeyedBatch:
@@ -75,6 +76,23 @@ class SegmentorTrainer(VolganTrainer):
                 OutputKeys.LOSS: loss.detach()}
 
 
+class MeanLoss(CumulativeIterationMetric):
+    """The mean of ``loss_function`` over the validation items, NaN when any item's loss is NaN. (MONAI's
+    ``LossMetric`` drops NaN items, so a network whose every output is NaN scores 0.0 there and would be kept as
+    the best model: issue #18.)"""
+
+    def __init__(self, loss_function: Callable):
+        super().__init__()
+        self.loss_function = loss_function
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.as_tensor(self.loss_function(y_pred, y), dtype=torch.float32).detach().reshape(1, 1)
+
+    def aggregate(self) -> torch.Tensor:
+        data = self.get_buffer()
+        return data.float().mean() if isinstance(data, torch.Tensor) and data.numel() else torch.tensor(float("nan"))
+
+
 class ValidationLossEvaluator(SupervisedEvaluator):
     """MONAI ``SupervisedEvaluator`` of a segmentor by its mean validation loss (P5 Sec. 2: early stopping on the
     validation loss; P4 trains its segmentor the same way): key metric ``val_loss`` (lower is better), and the
@@ -84,7 +102,7 @@ class ValidationLossEvaluator(SupervisedEvaluator):
 
     Args:
         device, val_data_loader, network, amp and other ``SupervisedEvaluator`` arguments (``inferer``, ...).
-        loss_function: the training loss, averaged over the validation set (MONAI ``IgniteMetricHandler``).
+        loss_function: the training loss, averaged over the validation set (``MeanLoss``: NaN stays NaN).
         best_model_path: where the best network is written (plain state dict).
     """
 
@@ -93,6 +111,6 @@ class ValidationLossEvaluator(SupervisedEvaluator):
         self.best_model = BestModelSaver(network, best_model_path, metric="val_loss", mode="min")
         super().__init__(device=device, val_data_loader=val_data_loader, network=network,
                          key_val_metric={"val_loss": IgniteMetricHandler(
-                             loss_fn=loss_function, output_transform=from_engine(["pred", "label"]))},
+                             metric_fn=MeanLoss(loss_function), output_transform=from_engine(["pred", "label"]))},
                          metric_cmp_fn=lower_is_better, val_handlers=[*(val_handlers or []), self.best_model],
                          **kwargs)

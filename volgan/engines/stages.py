@@ -15,7 +15,10 @@ from ignite.engine import Engine
 
 from volgan.config import as_bool
 from volgan.distributed import is_rank_zero
-from volgan.handlers import CheckpointHandler, ResumeFromLatest
+from volgan.engines.base import NonFiniteLossError
+from volgan.errors import VolganConfigError
+from volgan.handlers import CheckpointHandler, EpochSeed, NonFiniteStateError, ResumeFromLatest, latest_checkpoint
+from volgan.io import OutputLock
 
 __all__ = ["Stage", "StagedTraining"]
 
@@ -65,11 +68,19 @@ class StagedTraining:
         max_epochs: the bundle's ``max_epochs`` (MONAI's train workflow property; the stages' own epoch counts
             are their trainers').
         resume, n_saved, save_interval: checkpointing of every stage.
+        overwrite: with ``resume`` false, a folder holding an earlier run's checkpoints is refused unless
+            ``overwrite`` (then those checkpoints are deleted first), so two runs never mix in one folder.
         tracking: optional experiment tracking with ``attach(trainers, evaluators, optimizers)`` and ``close()``.
+        seed: with a seed, every epoch of every stage starts from RNG states derived from (seed, stage, epoch)
+            (``volgan.handlers.EpochSeed``), so a killed and resumed run equals an uninterrupted one.
+
+    One run owns ``output_dir`` while it trains (``volgan.io.OutputLock``): a second training into it is refused
+    with one line naming the owner. A NaN/Inf that stops a stage is reported with the stage's last good checkpoint.
     """
 
     def __init__(self, stages: Sequence[Stage], output_dir: str | os.PathLike, max_epochs: int = 1,
-                 resume: Any = True, n_saved: int = 3, save_interval: int = 1, tracking: Any = None):
+                 resume: Any = True, n_saved: int = 3, save_interval: int = 1, tracking: Any = None,
+                 overwrite: Any = False, seed: int | None = None):
         if not stages:
             raise ValueError("a training run needs at least one stage")
         names = [s.name for s in stages]
@@ -78,6 +89,8 @@ class StagedTraining:
         self.stages, self.output_dir = list(stages), Path(output_dir)
         self.max_epochs, self.resume = int(max_epochs), as_bool(resume)
         self.n_saved, self.save_interval, self.tracking = int(n_saved), int(save_interval), tracking
+        self.overwrite = as_bool(overwrite)
+        self.seed = None if seed is None else int(seed)
         self._attached: set[str] = set()
         self.last: Stage | None = None
         #: stage name -> the checkpoint it resumed from (``None``: it started fresh)
@@ -107,6 +120,18 @@ class StagedTraining:
             return
         self._attached.add(stage.name)
         folder = self.checkpoint_dir(stage)
+        earlier = latest_checkpoint(folder)
+        if earlier is not None and not self.resume:
+            if not self.overwrite:
+                raise VolganConfigError(f"{folder} holds checkpoints of an earlier run ({earlier.name}): pass "
+                                        "--resume true to continue it, or --overwrite true to start over (its "
+                                        "checkpoints are deleted)")
+            if is_rank_zero():
+                for old in folder.glob("checkpoint_*.pt"):
+                    old.unlink()
+        if self.seed is not None:
+            loader = getattr(stage.trainer, "data_loader", None)
+            EpochSeed(self.seed, stage.name, getattr(loader, "dataset", None)).attach(stage.trainer)
         resume = ResumeFromLatest(folder, stage.save_dict, self.resume, map_location=_device_of(stage.trainer))
         resume.attach(stage.trainer)
         self.resumed_from[stage.name] = resume.loaded_from
@@ -127,16 +152,23 @@ class StagedTraining:
 
     def run(self) -> None:
         """Run every enabled stage in order (each resumable), then close the tracking."""
-        self._track()
-        try:
-            for stage in self.enabled_stages:
-                self.attach(stage)
-                logger.info("stage %s", stage.name)
-                self.last = stage
-                stage.trainer.run()
-        finally:
-            if self.tracking is not None:
-                self.tracking.close()
+        with OutputLock(self.output_dir, enabled=is_rank_zero()):
+            self._track()
+            try:
+                for stage in self.enabled_stages:
+                    self.attach(stage)
+                    logger.info("stage %s", stage.name)
+                    self.last = stage
+                    try:
+                        stage.trainer.run()
+                    except (NonFiniteLossError, NonFiniteStateError) as e:
+                        last = latest_checkpoint(self.checkpoint_dir(stage))
+                        where = "" if "last good checkpoint" in str(e) else \
+                            f" (last good checkpoint: {last if last else 'none yet'})"
+                        raise type(e)(f"stage {stage.name}: {e}{where}") from e
+            finally:
+                if self.tracking is not None:
+                    self.tracking.close()
 
 
 def _device_of(engine: Engine) -> Any:

@@ -51,6 +51,11 @@ class WganGpTrainer(VolganTrainer):
         self.image_key, self.mask_key = image_key, mask_key
         self.noise = torch.Generator().manual_seed(int(seed))
 
+    def reseed(self, seed: int) -> None:
+        """Restart the noise from ``seed`` (``EpochSeed`` calls this every epoch, so a resumed run draws the noise an
+        uninterrupted one would)."""
+        self.noise.manual_seed(int(seed))
+
     def _prepare(self, batch: dict, device: torch.device, non_blocking: bool = False, **kwargs) -> torch.Tensor:
         img = plain_tensor(batch[self.image_key]).to(device=device, non_blocking=non_blocking)
         mask = plain_tensor(batch[self.mask_key]).to(device=device, non_blocking=non_blocking)

@@ -115,22 +115,27 @@ class SynthesisWriter:
             self.records.append(rec)
 
     def commit(self, engine: Engine | None = None) -> Path:
-        """Move the staged files into ``output_dir`` and write ``datalist.json``; returns its path."""
+        """Write ``datalist.json`` into the staging folder, then move the staged files into ``output_dir`` (the
+        datalist last); returns its path. A failure before the moves (a full disk at the datalist write) leaves
+        nothing in ``output_dir``: renames within one folder need no space."""
         if self.staging is None:
             raise VolganConfigError("nothing staged: the writer did not run")
-        for f in sorted(self.staging.iterdir()):
-            os.replace(f, self.output_dir / f.name)
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging = None
-        items = [{**r, **{k: str(self.output_dir / r[k]) for k in ("image", "label") if k in r}} for r in self.records]
-        existing = []
         dl = self.output_dir / "datalist.json"
-        if dl.is_file():
+        existing = []
+        if dl.is_file():  # an earlier run into this folder (--overwrite): keep its other entries
             try:
                 existing = [e for e in json.loads(dl.read_text(encoding="utf-8")).get("training", [])
                             if e.get("image") not in {r["image"] for r in self.records}]
-                existing = [{**e, **{k: str(self.output_dir / e[k]) for k in ("image", "label") if k in e}}
-                            for e in existing]
             except (json.JSONDecodeError, AttributeError):
                 existing = []
-        return write_datalist(dl, existing + items, description="volgan synthetic (image, label) pairs")
+        # paths under the staging folder: relative to it they read as they will relative to output_dir
+        items = [{**e, **{k: str(self.staging / e[k]) for k in ("image", "label") if k in e}}
+                 for e in existing + self.records]
+        staged = write_datalist(self.staging / dl.name, items, description="volgan synthetic (image, label) pairs")
+        for f in sorted(self.staging.iterdir()):
+            if f != staged:
+                os.replace(f, self.output_dir / f.name)
+        os.replace(staged, dl)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging = None
+        return dl

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,9 @@ __all__ = [
     "serve_command",
     "APP_TEMPLATE",
     "TRAIN_PARAMS",
+    "MONAILABEL_TRAIN_KEYS",
+    "check_train_request",
+    "serve_env",
 ]
 
 APP_TEMPLATE = Path(__file__).resolve().parent / "template"
@@ -47,6 +51,82 @@ APP_TEMPLATE = Path(__file__).resolve().parent / "template"
 TRAIN_PARAMS = ("gan_iterations", "ratio", "augment", "image_size", "val_interval", "patience_iterations",
                 "slice_axis", "empty_fraction", "seed", "amp", "log_interval", "n_critic", "mode", "stage1_epochs",
                 "stage2_epochs", "batch_size")
+
+
+#: the keys MONAI Label itself puts into a /train/ request (its task options, the model, where the bundle is)
+MONAILABEL_TRAIN_KEYS = ("device", "pretrained", "max_epochs", "val_split", "multi_gpu", "force_multi_gpu", "gpus",
+                         "tracking", "tracking_uri", "tracking_experiment_name", "tracking_run_name", "run_id",
+                         "model_filename", "model", "bundle_path", "client_id")
+_CONFIG_PREFIXES = ("$", "@", "%")  # what MONAI's config parser would evaluate, reference or import
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _reject_config_syntax(key: str, value: Any) -> None:
+    if isinstance(value, str) and value.lstrip().startswith(_CONFIG_PREFIXES):
+        raise VolganConfigError(f"/train/ parameter {key!r}: a value starting with '$', '@' or '%' would be run by "
+                                "the bundle's config parser; give plain data (numbers, booleans, text, lists)")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _reject_config_syntax(f"{key}.{k}", k)
+            _reject_config_syntax(f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _reject_config_syntax(key, v)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise VolganConfigError(f"/train/ parameter {key!r}: {type(value).__name__} is not plain data")
+
+
+def _matches(value: Any, default: Any) -> bool:
+    """Whether a request value has the type of the bundle's declared default (an int default takes an int, a float
+    one a number, a bool one a bool, a text one text, a list one a list of plain values)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, (int, float, str, bool)) for v in value)
+    return default is None and isinstance(value, (int, float, str, bool, list))
+
+
+def check_train_request(request: Mapping[str, Any], bundle_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A MONAI Label ``/train/<bundle>`` request as data only, before anything of it reaches a bundle config: no key
+    outside MONAI Label's own (``MONAILABEL_TRAIN_KEYS``) and the bundle ids it may set (``TRAIN_PARAMS`` the
+    bundle declares); no string anywhere that MONAI's parser would evaluate (``$``, ``@``, ``%``); bundle ids of
+    the type of the bundle's default; ``max_epochs`` a positive integer, ``device`` cpu or cuda[:N], file names
+    plain. Returns the request; the first problem is one ``VolganConfigError`` line."""
+    req = dict(request)
+    allowed = set(MONAILABEL_TRAIN_KEYS) | {k for k in TRAIN_PARAMS if k in bundle_config}
+    unknown = sorted(k for k in req if k not in allowed)
+    if unknown:
+        raise VolganConfigError(f"/train/ request has unknown parameter(s) {unknown}; this bundle takes "
+                                f"{sorted(allowed - {'model', 'bundle_path', 'client_id'})}")
+    for key, value in req.items():
+        _reject_config_syntax(key, value)
+        if key in TRAIN_PARAMS:
+            default = bundle_config[key]
+            if isinstance(default, str) and default.startswith(_CONFIG_PREFIXES):
+                default = None  # a derived default: any plain value of the usual kinds
+            if not _matches(value, default):
+                raise VolganConfigError(f"/train/ parameter {key!r} must be like the bundle's {bundle_config[key]!r}, "
+                                        f"got {value!r}")
+    if "max_epochs" in req and not (isinstance(req["max_epochs"], int) and not isinstance(req["max_epochs"], bool)
+                                    and req["max_epochs"] > 0):
+        raise VolganConfigError(f"/train/ parameter 'max_epochs' must be a positive integer, got {req['max_epochs']!r}")
+    devices = req.get("device", "cpu")
+    for d in devices if isinstance(devices, list) else [devices]:
+        if not isinstance(d, str) or not _DEVICE.match(d):
+            raise VolganConfigError(f"/train/ parameter 'device' must be cpu or cuda[:N], got {d!r}")
+    for key in ("run_id", "model_filename"):
+        names = req.get(key) or []
+        for n in names if isinstance(names, list) else [names]:
+            if not isinstance(n, str) or not _SAFE_NAME.match(n):
+                raise VolganConfigError(f"/train/ parameter {key!r} must be a plain name, got {n!r}")
+    return req
 
 
 def _metadata(bundle_dir: Path) -> dict:
@@ -140,10 +220,12 @@ def prepare_app(app_dir: str | os.PathLike, bundles: Mapping[str, str | os.PathL
 def serve_command(app_dir: str | os.PathLike, studies: str | os.PathLike, port: int = 8000,
                   host: str = "127.0.0.1", models: str | Sequence[str] = "all", python: str | None = None,
                   extra_conf: Mapping[str, str] | None = None) -> list[str]:
-    """The ``monailabel start_server`` command for an app made by ``prepare_app``: offline (``zoo_source local``,
-    ``sam2 false``) and bound to 127.0.0.1 by default (pass ``host="0.0.0.0"`` deliberately to expose it)."""
+    """The ``monailabel start_server`` command for an app made by ``prepare_app`` (through
+    ``volgan.apps.monailabel.start_server``, which makes MONAI Label's CORS allow-list work): offline
+    (``zoo_source local``, ``sam2 false``) and bound to 127.0.0.1 by default (pass ``host="0.0.0.0"`` deliberately
+    to expose it). Run it with ``serve_env``'s environment."""
     models = models if isinstance(models, str) else ",".join(models)
-    cmd = [python or sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir),
+    cmd = [python or sys.executable, "-m", "volgan.apps.monailabel.start_server", "--app", str(app_dir),
            "--studies", str(studies), "--host", host, "--port", str(int(port)),
            "--conf", "models", models, "--conf", "zoo_source", "local", "--conf", "sam2", "false"]
     for k, v in (extra_conf or {}).items():
@@ -151,9 +233,19 @@ def serve_command(app_dir: str | os.PathLike, studies: str | os.PathLike, port: 
     return cmd
 
 
-def serve(app_dir: str | os.PathLike, studies: str | os.PathLike, **kwargs: Any) -> int:
-    """Run the server in the foreground (what ``volgan label-server`` does); returns its exit status."""
-    return subprocess.call(serve_command(app_dir, studies, **kwargs))
+def serve_env(host: str = "127.0.0.1", port: int = 8000, cors_origins: Sequence[str] = ()) -> dict[str, str]:
+    """Environment of the MONAI Label server process: CORS limited to the server's own origin and
+    ``cors_origins`` (a viewer served elsewhere, e.g. OHIF), instead of MONAI Label's default of any origin (which
+    lets any web page in a local browser send requests to the server)."""
+    own = {f"http://{h}:{int(port)}" for h in {host, "127.0.0.1", "localhost"} if h not in ("0.0.0.0", "::")}
+    return {"MONAI_LABEL_CORS_ORIGINS": json.dumps(sorted(own | set(cors_origins)))}
+
+
+def serve(app_dir: str | os.PathLike, studies: str | os.PathLike, cors_origins: Sequence[str] = (),
+          **kwargs: Any) -> int:
+    """Run the server in the foreground (what ``volgan label-app --serve`` does); returns its exit status."""
+    env = dict(os.environ, **serve_env(kwargs.get("host", "127.0.0.1"), kwargs.get("port", 8000), cors_origins))
+    return subprocess.call(serve_command(app_dir, studies, **kwargs), env=env)
 
 
 def _label_app_command(args: Any) -> int:
@@ -165,7 +257,8 @@ def _label_app_command(args: Any) -> int:
     if not args.studies:
         raise VolganConfigError("--serve needs --studies: the folder of images MONAI Label serves")
     python = args.python or os.environ.get("VOLGAN_MONAILABEL_PYTHON") or sys.executable
-    return serve(app, args.studies, port=args.port, host=args.host, python=python)
+    return serve(app, args.studies, cors_origins=args.cors_origin or (), port=args.port, host=args.host,
+                 python=python)
 
 
 def add_cli(sub: Any) -> None:
@@ -179,5 +272,7 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--studies", help="images for the MONAI Label datastore (with --serve)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--cors-origin", action="append", metavar="URL",
+                   help="a web origin allowed to call the server besides its own (e.g. an OHIF viewer); repeatable")
     p.add_argument("--python", help="python of the MONAI Label environment (default $VOLGAN_MONAILABEL_PYTHON or this one)")
     p.set_defaults(func=_label_app_command)

@@ -5,25 +5,61 @@ See ``volgan.apps.monailabel.app`` for what differs from MONAI Label's stock bun
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any
 
 import monai.bundle
+from monai.bundle import ConfigParser
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 from monailabel.transform.post import Restored
 
-from volgan.apps.monailabel.app import TRAIN_PARAMS, bundle_kind
+from fastapi import HTTPException
 
-__all__ = ["SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask", "make_infer_task"]
+from volgan.apps.monailabel.app import TRAIN_PARAMS, bundle_kind, check_train_request
+from volgan.errors import VolganError, find_volgan_error
+
+__all__ = ["check_upload", "CheckedInferTask", "SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask",
+           "make_infer_task"]
 
 logger = logging.getLogger(__name__)
 
 
-class SynthesisInferTask(BundleInferTask):
+def check_upload(bundle_config: ConfigParser, image: str) -> None:
+    """Run the bundle's own input check (its ``datalist`` id, what ``python -m monai.bundle run`` checks) on one
+    image of an ``/infer/`` request, on a copy of the config (the served network is not rebuilt)."""
+    parser = ConfigParser(copy.deepcopy(bundle_config.config))
+    parser["input"] = str(image)
+    try:
+        parser.get_parsed_content("datalist")
+    except Exception as e:  # noqa: BLE001 - MONAI wraps the VolganError of the check
+        err = find_volgan_error(e)
+        if err is None:
+            raise
+        raise err from None
+
+
+class CheckedInferTask(BundleInferTask):
+    """MONAI Label's bundle inference, with the upload checked first: a bad image (unreadable, wrong dimensions,
+    NaN, a label map with values the generator does not know ...) is HTTP 422 with one line, not a 500."""
+
+    def __call__(self, request: dict[str, Any], callbacks: Any = None):
+        image = request.get("image")
+        if isinstance(image, str):
+            try:
+                check_upload(self.bundle_config, image)
+            except VolganError as e:
+                problem = getattr(e, "problem", str(e))
+                logger.error(f"refused /infer/ request ({image}): {problem}")
+                raise HTTPException(status_code=422, detail=f"the uploaded image: {problem}") from None
+        return super().__call__(request, callbacks)
+
+
+class SynthesisInferTask(CheckedInferTask):
     """A synthesis bundle as an image-producing MONAI Label model (``InferType.OTHERS``, float32 NIfTI out, restored to the input grid with linear interpolation)."""
 
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any):
@@ -55,10 +91,11 @@ class SynthesisInferTask(BundleInferTask):
 
 
 def make_infer_task(path: str, conf: dict[str, str]) -> BundleInferTask:
-    """``SynthesisInferTask`` for synthesis bundles, MONAI Label's stock ``BundleInferTask`` for segmentors."""
+    """``SynthesisInferTask`` for synthesis bundles, ``CheckedInferTask`` (MONAI Label's ``BundleInferTask`` with the
+    upload checked) for segmentors."""
     if bundle_kind(path) == "synthesis":
         return SynthesisInferTask(path, conf)
-    task = BundleInferTask(path, conf)
+    task = CheckedInferTask(path, conf)
     if task.is_valid() and task.bundle_config.config.get("slice_axis") is not None:
         task.dimension = 3  # a 2D network run slice by slice over whole volumes (SlicewiseInferer)
     return task
@@ -98,8 +135,14 @@ class VolganBundleTrainTask(BundleTrainTask):
         return c
 
     def __call__(self, request: dict[str, Any], datastore: Any):
-        self._request = dict(request)
-        return super().__call__(request, datastore)
+        """Check the request (``check_train_request``: data only, known keys, declared types) before any of it
+        reaches the bundle config; a bad one is HTTP 422 with one line (synchronous requests) and never runs."""
+        try:
+            self._request = check_train_request(request, self.bundle_config.config)
+        except VolganError as e:
+            logger.error(f"refused /train/ request: {e}")
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        return super().__call__(self._request, datastore)
 
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
         self._pretrained = model_pytorch if pretrained and os.path.isfile(model_pytorch) else None
@@ -108,6 +151,7 @@ class VolganBundleTrainTask(BundleTrainTask):
         overrides.pop(self.const.key_train_handlers(), None)
         overrides["output_dir"] = os.path.join(self.bundle_path, "models")
         overrides["resume"] = False  # a /train/ request is a new run; `pretrained` decides the starting weights
+        overrides["overwrite"] = True  # ... that replaces the bundle's earlier training checkpoints
         overrides["device"] = str(overrides.get("device", "cpu"))
         for k in TRAIN_PARAMS:
             if k in self._request and k in self.bundle_config.config:
