@@ -259,7 +259,7 @@ def test_bundle_train_inference_evaluate(volumes, tmp_path):
     gen = json.loads((ev / "generation.json").read_text(encoding="utf-8"))
     assert np.isfinite(gen["fid"]) and np.isfinite(gen["mmd"]) and gen["n_real"] == gen["n_fake"] > 2
     assert gen["n_features"] == 8 and "bottom" in gen["features"]
-    with pytest.raises(VolganConfigError, match="do not fit"):  # a generator built with other widths
+    with pytest.raises(VolganConfigError, match="trained as .* but the network built here has"):  # a generator built with other widths
         conditional_generation_distances([], small_generator(), lambda x: x.flatten(1), str(out / "model_g.pt"))
     # the baseline of the same bundle: real slices only, no GAN, so no generation distances
     base = tmp_path / "base"

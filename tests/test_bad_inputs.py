@@ -556,6 +556,16 @@ def test_relative_datalist_path_from_the_working_directory(corpus, capsys, monke
                                  f"(entry 0 'label' of {Path(folder, 'datalist.json')})"]
 
 
+def test_synthesize_runs_with_its_default_device(corpus, capsys, tmp_path):
+    """``volgan synthesize`` without ``--device`` (default ``auto``: CUDA when there is one, else the CPU) runs."""
+    argv = _synth_argv(corpus["good"]["unicode folder"], corpus, tmp_path / "out")
+    i = argv.index("--device")
+    del argv[i:i + 2]
+    rc, lines, _ = _cli(argv, capsys)
+    assert rc == 0 and not lines, lines
+    assert len(list((tmp_path / "out").glob("*_synth.nii.gz"))) == 1
+
+
 def test_synthesis_never_overwrites_silently(corpus, capsys, tmp_path):
     """A synthesis run into a non-empty output folder refuses (exit 2, nothing touched) unless --overwrite."""
     ds = corpus["good"]["unicode folder"]

@@ -168,3 +168,19 @@ def test_killed_and_resumed_equals_uninterrupted(bundle, tmp_path, tiny_dataset,
     assert sorted(straight) == sorted(resumed)
     for name in straight:
         assert _same(straight[name], resumed[name]), f"{bundle}: {name} differs after kill + resume"
+
+
+def test_staged_outputs_never_commit_what_a_killed_run_left(tmp_path):
+    """2D inference stages its outputs in a fixed folder: files a killed run left there are not moved into the
+    output folder by the next run (all or nothing means this run's files only)."""
+    from ignite.engine import Engine
+
+    from volgan.handlers import StagedOutputs
+
+    out, staging = tmp_path / "out", tmp_path / "out" / ".staging-segmentations"
+    staging.mkdir(parents=True)
+    (staging / "left_by_a_killed_run_seg.nii.gz").write_bytes(b"partial")
+    engine = Engine(lambda e, b: (staging / f"case{b}_seg.nii.gz").write_bytes(b"done"))
+    StagedOutputs(staging, out).attach(engine)
+    engine.run([1, 2], max_epochs=1)
+    assert sorted(p.name for p in out.iterdir()) == ["case1_seg.nii.gz", "case2_seg.nii.gz"]

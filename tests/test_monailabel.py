@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -242,6 +243,12 @@ def test_monailabel_server_serves_every_bundle_and_trains_a_segmentor(tmp_path):
             assert err.value.code == 422, (b, upload.name, err.value.code, detail, tail())
             assert detail.startswith("the uploaded image: ") and "\n" not in detail, (b, detail)
             assert re.search(problem, detail), (b, upload.name, detail)
+
+        # a file of the server that is neither an upload nor a datastore image is not read
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _request(f"{base}/infer/mmgan_label2mri_3d?image={urllib.parse.quote(str(vols['labelmap']))}&output=image",
+                     *_multipart({"params": "{}"}, {}))
+        assert err.value.code == 403, (err.value.code, tail())
 
         model_pt = app / "model" / "wgan_pairs_seg_2d" / "models" / "model.pt"
         before = model_pt.read_bytes()

@@ -10,6 +10,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
+from volgan.config import resolve_device
 from volgan.errors import VolganConfigError, find_volgan_error
 
 __all__ = ["bundles_root", "bundle_names", "bundle_path", "config_files", "run_bundle", "OVERRIDE_CONFIGS"]
@@ -61,6 +62,8 @@ def run_bundle(name: str, config: str = "train", **overrides: Any):
     """
     root = bundle_path(name)
     overrides.setdefault("bundle_root", str(root))
+    if isinstance(overrides.get("device"), str):  # "auto" (the CLI's default) means CUDA when there is one
+        overrides["device"] = str(resolve_device(overrides["device"]))
     wf = ConfigWorkflow(config_file=config_files(name, config), meta_file=str(root / "configs" / "metadata.json"),
                         logging_file=str(root / "configs" / "logging.conf"),
                         workflow_type=_WORKFLOW_TYPES.get(config), **overrides)

@@ -10,11 +10,24 @@ import torch
 
 from volgan.errors import VolganConfigError
 
-__all__ = ["as_bool", "resolve_device", "on_cuda", "amp_enabled", "require", "choose", "parse_ratio",
+__all__ = ["jsonable", "as_bool", "resolve_device", "on_cuda", "amp_enabled", "require", "choose", "parse_ratio",
            "TRAINER_OPTIONS", "trainer_options"]
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", "none", ""}
+
+
+def jsonable(x: Any) -> Any:
+    """A JSON-ready copy: tuples as lists, mappings with string keys, numpy/torch scalars as numbers."""
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if hasattr(x, "item") and callable(x.item):
+        return x.item()
+    return str(x)
 
 
 def as_bool(value: Any) -> bool:

@@ -192,10 +192,13 @@ class ResumeFromLatest:
 
 class ExportNetwork:
     """Write the network's weights to ``path`` as a plain state dict, atomically, after every ``every`` epochs and
-    at the end (``models/model.pt``: what inference, MONAI Label and the model zoo load). Rank 0 only."""
+    at the end (``models/model.pt``: what inference, MONAI Label and the model zoo load), with the sidecar
+    ``model.json`` (the network's definition and ``meta``: the conventions it was trained with). Rank 0 only."""
 
-    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, every: int = 1):
+    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, every: int = 1,
+                 meta: Mapping[str, Any] | None = None):
         self.network, self.path, self.every = network, Path(path), max(int(every), 1)
+        self.meta = dict(meta or {})
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
@@ -208,7 +211,7 @@ class ExportNetwork:
         if bad:
             raise NonFiniteStateError(f"{self.path} not written: the network's weights are non-finite "
                                       f"({', '.join(bad[:3])}); lower the learning rate(s) and resume")
-        save_weights(self.network, self.path)
+        save_weights(self.network, self.path, self.meta)
 
 
 def _first_item(output: Any) -> Any:
@@ -416,10 +419,11 @@ class BestModelSaver:
     ``CheckpointSaver(save_key_metric=True)`` deletes the old best before writing the new one and cannot keep a
     plain state dict together with its tracking state, hence this small handler)."""
 
-    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, metric: str = "val_loss", mode: str = "min"):
+    def __init__(self, network: torch.nn.Module, path: str | os.PathLike, metric: str = "val_loss", mode: str = "min",
+                 meta: Mapping[str, Any] | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.export, self.metric, self.mode = ExportNetwork(network, path), metric, mode
+        self.export, self.metric, self.mode = ExportNetwork(network, path, meta=meta), metric, mode
         self.best = float("inf") if mode == "min" else float("-inf")
         self.best_epoch: int | None = None
 
@@ -537,7 +541,8 @@ class StagedOutputs:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.abort)
 
     def start(self, engine: Engine | None = None) -> None:
-        self.staging.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)  # what a killed run left there is not this run's output
+        self.staging.mkdir(parents=True)
 
     def commit(self, engine: Engine | None = None) -> None:
         for f in sorted(self.staging.iterdir()) if self.staging.is_dir() else []:

@@ -2,6 +2,7 @@
 settings passed in: synthesis, training-time validation, segmentation prediction, the S-score and every evaluation.
 
 - ``sliding_window_inferer``: MONAI's ``SlidingWindowInferer`` (gaussian blending by default).
+- ``TiledSynthesisInferer``: seam-free whole-volume synthesis, equal to one pass of the generator (issue #19).
 - ``SlicewiseInferer``: a 2D network over volumes slice by slice, each slice prepared as in training
   (``volgan.data.slices.network_slice``), logits resized back to the volume's grid.
 - ``predict`` / ``predict_labels``: one network on one channel-first image through an inferer, AMP on CUDA.
@@ -32,7 +33,7 @@ from volgan.data.validate import ValidateVolumed
 from volgan.errors import VolganConfigError
 from volgan.handlers import StagedOutputs
 
-__all__ = ["sliding_window_inferer", "SlicewiseInferer", "predict", "predict_labels", "predict_slicewise",
+__all__ = ["sliding_window_inferer", "TiledSynthesisInferer", "synthesis_inferer", "SlicewiseInferer", "predict", "predict_labels", "predict_slicewise",
            "SlicewiseSegmentation",
            "SYNTHESIS_PADDING", "SEGMENTATION_PADDING"]
 
@@ -51,6 +52,47 @@ def sliding_window_inferer(roi_size: Sequence[int] = (96, 96, 96), sw_batch_size
         raise VolganConfigError(f"roi_size must be positive, got {list(roi_size)}")
     return SlidingWindowInferer(roi_size=[int(r) for r in roi_size], sw_batch_size=int(sw_batch_size),
                                 overlap=float(overlap), mode=mode, padding_mode=padding_mode)
+
+
+class TiledSynthesisInferer(Inferer):
+    """Whole-volume synthesis that equals one pass of the generator over the whole volume (issue #19): the
+    generator's ``forward_tiled`` runs each U-Net block in tiles of ``roi_size`` voxels (plus the halo the block
+    reads), on the grid of the whole pass, so there are no window borders and no seams; a convolution needs the
+    memory of one tile. The generator needs normalisation with fixed statistics (``norm_stats="running"``).
+
+    Args:
+        roi_size: tile size per axis (the memory of one convolution).
+        store: device of the feature maps kept between blocks (default: the input's; ``"cpu"`` keeps a GPU's
+            memory to one tile's worth).
+    """
+
+    def __init__(self, roi_size: Sequence[int] = (96, 96, 96), store: Any = None):
+        super().__init__()
+        if any(int(r) < 1 for r in roi_size):
+            raise VolganConfigError(f"roi_size must be positive, got {list(roi_size)}")
+        self.roi_size, self.store = [int(r) for r in roi_size], store
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        tiled = getattr(network, "forward_tiled", None)
+        if tiled is None:
+            raise VolganConfigError(f"{type(network).__name__} has no forward_tiled: synthesise it with blended "
+                                    "windows (volgan.inferers.sliding_window_inferer)")
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
+        out = tiled(x, self.roi_size, store=self.store).float()
+        return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # keeps a MetaTensor's geometry
+
+
+def synthesis_inferer(roi_size: Sequence[int] = (96, 96, 96), overlap: float = 0.5, norm_stats: str = "running",
+                      sw_batch_size: int = 1) -> Inferer:
+    """The inferer of whole-volume synthesis: ``TiledSynthesisInferer`` (equal to one whole-volume pass) for
+    generators with fixed normalisation statistics (``norm_stats="running"``, volgan's default); MONAI's blended
+    ``SlidingWindowInferer`` (``overlap``) for the paper's per-input instance norm (``"instance"``), whose
+    statistics differ from window to window (seams, issue #19)."""
+    if norm_stats == "running":
+        return TiledSynthesisInferer(roi_size)
+    if norm_stats == "instance":
+        return sliding_window_inferer(roi_size, sw_batch_size, overlap)
+    raise VolganConfigError(f"norm_stats must be 'running' or 'instance', got {norm_stats!r}")
 
 
 class SlicewiseInferer(Inferer):

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from volgan.config import as_bool
+from volgan.config import as_bool, jsonable
 from volgan.errors import VolganConfigError, VolganDataError
+from volgan.version import __version__
 
 __all__ = [
     "atomic_write_bytes",
@@ -28,6 +29,9 @@ __all__ = [
     "state_dict_of",
     "save_weights",
     "load_weights",
+    "weights_sidecar",
+    "read_sidecar",
+    "trained_with",
     "prepare_output_dir",
     "prepare_inference",
     "OutputLock",
@@ -112,27 +116,85 @@ def state_dict_of(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
 
-def save_weights(network: torch.nn.Module, path: str | os.PathLike) -> Path:
+def weights_sidecar(path: str | os.PathLike) -> Path:
+    """The JSON beside a weights file (``model.pt`` -> ``model.json``) that says how the network was built and
+    what it was trained with."""
+    return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar of weights file ``path`` (``None`` when there is none: weights from before volgan 0.3)."""
+    side = weights_sidecar(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise VolganDataError(side, f"unreadable weights sidecar ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict):
+        raise VolganDataError(side, "weights sidecar is not a JSON object")
+    return data
+
+
+def trained_with(path: str | os.PathLike, key: str, default: Any = None) -> Any:
+    """What weights file ``path`` was trained with: ``key`` of its network definition (e.g. ``channels``,
+    ``norm_stats``) or of its recorded conventions (e.g. ``label_values``); ``default`` when the sidecar or the
+    key is absent. Inference configs take their network settings from here, so a checkpoint needs no one to
+    remember them."""
+    side = read_sidecar(path) if path else None
+    if not side:
+        return default
+    for section in ("network", "trained_with"):
+        values = side.get(section) or {}
+        if isinstance(values, Mapping) and key in values:
+            return values[key]
+    return default
+
+
+def save_weights(network: torch.nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
     """Write the network's weights to ``path`` as a plain state dict, atomically (the ``models/model.pt`` form the
-    model zoo's ``ckpt_export`` and MONAI Label load)."""
+    model zoo's ``ckpt_export`` and MONAI Label load), and beside it ``weights_sidecar(path)``: the network's
+    definition (how to build it, ``volgan.networks.definition``) and ``meta`` (the label and intensity
+    conventions it was trained with)."""
+    net = network.module if hasattr(network, "module") else network
+    definition = getattr(net, "definition", None)
+    if definition is not None or meta:
+        atomic_write_json(weights_sidecar(path), {"volgan": __version__, "network": jsonable(definition),
+                                                   "trained_with": jsonable(dict(meta or {}))})
     return atomic_torch_save(state_dict_of(network), path)
+
+
+def _described(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, map_location: Any = "cpu") -> torch.nn.Module:
     """Load weights saved by ``save_weights`` (a plain state dict) or by volgan before 0.2 (``{"model": state_dict}``)
-    into ``network``; a file that does not fit the network is one ``VolganConfigError`` naming it."""
+    into ``network``. When both the file's sidecar and the network record their definition, they must agree (one
+    ``VolganConfigError`` names the settings that differ); weights that do not fit are one line too."""
+    net = network.module if hasattr(network, "module") else network
+    side = read_sidecar(path)
+    here, there = getattr(net, "definition", None), (side or {}).get("network")
+    if isinstance(here, Mapping) and isinstance(there, Mapping):
+        here = jsonable(here)
+        differ = [k for k in dict.fromkeys([*there, *here]) if there.get(k) != here.get(k)]
+        if differ:
+            raise VolganConfigError(
+                f"{path}: trained as {_described({k: there.get(k) for k in differ})}, but the network built here "
+                f"has {_described({k: here.get(k) for k in differ})}: leave those settings unset (inference reads "
+                f"them from {weights_sidecar(path).name}) or pass the training run's values")
     ck = safe_torch_load(path, map_location)
     if isinstance(ck, Mapping) and set(ck) == {"model"} and isinstance(ck["model"], Mapping):
         ck = ck["model"]
     if not isinstance(ck, Mapping):
         raise VolganDataError(path, f"not network weights (a {type(ck).__name__}, expected a state dict)")
-    net = network.module if hasattr(network, "module") else network
     try:
         net.load_state_dict(ck)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), "")
         raise VolganConfigError(f"{path}: the weights do not fit the {type(net).__name__} built here (pass the "
-                                f"training run's network settings): {first}") from e
+                                f"training run's network settings): {first} {detail[:200]}".rstrip()) from e
     return network
 
 

@@ -27,6 +27,7 @@ from volgan.evaluation.scores import (
     slicewise_dice,
     synthesis_quality,
 )
+from volgan.evaluation.seams import seam_index, tile_borders, window_borders
 from volgan.evaluation.segmentor import evaluate_segmentor, evaluation_unet, train_segmentor
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "aggregate", "format_table", "summarise", "write_report",
     "cycle_shape_scores", "generation_distances", "mmgan_synthesis_quality", "slicewise_dice", "synthesis_quality",
     "evaluate_segmentor", "evaluation_unet", "train_segmentor",
+    "seam_index", "tile_borders", "window_borders",
 ]

@@ -33,7 +33,7 @@ from volgan.data.validate import load_volume
 from volgan.evaluation.metrics import BRATS_REGIONS, conditional_generation_distances, dice_paper, mean_foreground_dice
 from volgan.evaluation.report import single_run, write_report
 from volgan.evaluation.segmentor import evaluate_segmentor, evaluation_unet, train_segmentor
-from volgan.inferers import SlicewiseInferer, predict, predict_labels, sliding_window_inferer
+from volgan.inferers import SlicewiseInferer, predict, predict_labels, sliding_window_inferer, synthesis_inferer
 from volgan.io import atomic_write_json, load_weights, save_weights
 from volgan.synthesis import synthesize
 
@@ -177,6 +177,7 @@ def cycle_shape_scores(
     seg = {k: load(segmentor, d / f"model_s_{x}.pt")
            for k, d, x in (("s_a", ckpt, "a"), ("s_b", ckpt, "b"), ("ref_a", ref, "a"), ("ref_b", ref, "b"))}
     inferer = sliding_window_inferer(roi_size, 1, overlap)
+    translate = synthesis_inferer(roi_size, overlap, getattr(generator, "norm_stats", "instance"))
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in CYCLESHAPE_METRICS}
     for items, intensity, mapping, gen, ref_seg, own_seg, s_key, d_key in (
         (test_a, intensity_a, label_map_a, g_b, seg["ref_b"], seg["s_a"], S_SCORE_A2B, DICE_S_A),
@@ -186,7 +187,7 @@ def cycle_shape_scores(
         for it in load_datalist(items):
             d = xf({"image": it["image"], "label": it["label"]})
             x, lab = torch.as_tensor(d["image"]).float(), torch.as_tensor(d["label"])[0].long()
-            fake = predict(gen, x, inferer, dev)[0]
+            fake = predict(gen, x, translate, dev)[0]
             rows[s_key].append({"case": it["image"], MEAN_FG_DICE: mean_foreground_dice(
                 predict_labels(ref_seg, fake, inferer, dev), lab, num_classes)})
             rows[d_key].append({"case": it["image"], MEAN_FG_DICE: mean_foreground_dice(

@@ -11,6 +11,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.layers.factories import Conv, Norm
 
+from volgan.networks.definition import records_definition
+
 __all__ = ["BatchRenorm", "AdversarialUNetGenerator"]
 
 
@@ -126,6 +128,7 @@ class AdversarialUNetGenerator(nn.Module):
         act: activation (P4: LeakyReLU 0.01).
     """
 
+    @records_definition
     def __init__(
         self,
         spatial_dims: int = 2,

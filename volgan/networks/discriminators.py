@@ -12,6 +12,7 @@ from monai.networks.layers.factories import Conv, Dropout, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.densenet import _DenseBlock, _Transition
 
+from volgan.networks.definition import records_definition
 from volgan.networks.blocks import SNConvolution, apply_spectral_norm
 
 __all__ = ["PatchDiscriminator", "DenseNetCritic"]
@@ -40,6 +41,7 @@ class PatchDiscriminator(nn.Module):
         output_act: ``None`` (LSGAN) or e.g. ``"sigmoid"`` (P2 Table 1 lists one).
     """
 
+    @records_definition
     def __init__(
         self,
         spatial_dims: int = 3,
@@ -121,6 +123,7 @@ class DenseNetCritic(nn.Module):
         norm: ``("group", {"num_groups": 1})`` = layer norm (P4).
     """
 
+    @records_definition
     def __init__(
         self,
         spatial_dims: int = 2,

@@ -9,6 +9,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv
 
+from volgan.networks.definition import records_definition
+
 __all__ = ["PairGenerator", "DCGANCritic", "he_init"]
 
 
@@ -43,6 +45,7 @@ class PairGenerator(nn.Module):
         out_channels: 2 (image + mask); more for several image channels + mask.
     """
 
+    @records_definition
     def __init__(self, spatial_dims: int = 2, latent_dim: int = 100, size: int = 256, channels: int = 512,
                  out_channels: int = 2):
         super().__init__()
@@ -80,6 +83,7 @@ class DCGANCritic(nn.Module):
     """WGAN-GP critic on image-mask pairs (P5): stride-2 4^d convs with LeakyReLU 0.2 and *no* batch norm (the
     gradient penalty is per sample), a linear score. He initialisation."""
 
+    @records_definition
     def __init__(self, spatial_dims: int = 2, in_channels: int = 2, size: int = 256, channels: int = 64,
                  max_channels: int = 512):
         super().__init__()

@@ -7,6 +7,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, Conv
 
+from volgan.networks.definition import records_definition
+
 __all__ = ["ResidualBlock", "ResnetGenerator"]
 
 
@@ -39,6 +41,7 @@ class ResnetGenerator(nn.Module):
         norm: ``"instance"`` (CycleGAN) or ``"batch"`` (pix2pix).
     """
 
+    @records_definition
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 1, ngf: int = 64,
                  n_blocks: int = 9, norm: str | tuple = "instance", dropout: float = 0.0):
         super().__init__()

@@ -15,6 +15,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import UNet
 from monai.networks.layers.factories import Conv, Pool
 
+from volgan.networks.definition import records_definition
+
 __all__ = ["SegEncoder", "RefineNet", "PSPNet", "CENet", "DACBlock", "RMPBlock", "make_segmentor"]
 
 
@@ -90,6 +92,7 @@ class RefineNet(nn.Module):
     """Refine-Net (Lin et al. 2017) on the shared encoder: one refine unit per scale, coarse to fine, with
     long-range residual connections from every encoder level (P2 Sec. 3.3)."""
 
+    @records_definition
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                  channels: Sequence[int] = (32, 64, 128, 256), refine_channels: int = 64, norm: str = "instance"):
         super().__init__()
@@ -112,6 +115,7 @@ class PSPNet(nn.Module):
     """PSP-Net (Zhao et al. 2017) on the shared encoder: pyramid pooling over ``bins`` scales of the deepest
     features, linear up-sampling, concatenation, a 3^d conv and linear up-sampling to the input size (P2)."""
 
+    @records_definition
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                  channels: Sequence[int] = (32, 64, 128, 256), bins: Sequence[int] = (1, 2, 4), norm: str = "instance"):
         super().__init__()
@@ -133,6 +137,7 @@ class PSPNet(nn.Module):
         return _interp(y, x.shape[2:], "linear")
 
 
+@records_definition
 def make_segmentor(kind: str = "unet", spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
                    channels: Sequence[int] = (32, 64, 128, 256), num_res_units: int = 0,
                    norm: str | None = "instance") -> nn.Module:
@@ -198,6 +203,7 @@ class CENet(nn.Module):
     here, so the encoder is volgan's ``SegEncoder`` (two convs per level, trained from scratch).
     """
 
+    @records_definition
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2,
                  channels: Sequence[int] = (32, 64, 128, 256), norm: str = "batch"):
         super().__init__()

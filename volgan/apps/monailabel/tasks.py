@@ -8,11 +8,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import monai.bundle
 from monai.bundle import ConfigParser
 import numpy as np
+from monailabel.config import settings
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
@@ -23,7 +26,7 @@ from fastapi import HTTPException
 from volgan.apps.monailabel.app import TRAIN_PARAMS, bundle_kind, check_train_request
 from volgan.errors import VolganError, find_volgan_error
 
-__all__ = ["check_upload", "CheckedInferTask", "SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask",
+__all__ = ["check_upload", "served_image", "CheckedInferTask", "SynthesisInferTask", "VolganTrainConstants", "VolganBundleTrainTask",
            "make_infer_task"]
 
 logger = logging.getLogger(__name__)
@@ -43,13 +46,29 @@ def check_upload(bundle_config: ConfigParser, image: str) -> None:
         raise err from None
 
 
+def served_image(path: str, studies: str | None) -> bool:
+    """Whether ``/infer/`` may read ``path``: an image of the datastore (below ``studies``) or a file MONAI Label
+    stored an upload in (``tempfile.NamedTemporaryFile`` directly in the temp folder). MONAI Label itself runs
+    inference on any existing path a client names (``?image=/any/file``)."""
+    real = Path(os.path.realpath(path))
+    if studies and not str(studies).startswith(("http://", "https://")):
+        root = Path(os.path.realpath(studies))
+        if real == root or root in real.parents:
+            return True
+    return real.parent == Path(os.path.realpath(tempfile.gettempdir())) and real.name.startswith("tmp")
+
+
 class CheckedInferTask(BundleInferTask):
-    """MONAI Label's bundle inference, with the upload checked first: a bad image (unreadable, wrong dimensions,
-    NaN, a label map with values the generator does not know ...) is HTTP 422 with one line, not a 500."""
+    """MONAI Label's bundle inference, with the request checked first: only datastore images and uploads are read
+    (HTTP 403 otherwise), and a bad image (unreadable, wrong dimensions, NaN, a label map with values the generator
+    does not know ...) is HTTP 422 with one line, not a 500."""
 
     def __call__(self, request: dict[str, Any], callbacks: Any = None):
         image = request.get("image")
         if isinstance(image, str):
+            if not served_image(image, settings.MONAI_LABEL_STUDIES):
+                logger.error(f"refused /infer/ request: {image} is neither an upload nor a datastore image")
+                raise HTTPException(status_code=403, detail="the image must be an upload or an image of the datastore")
             try:
                 check_upload(self.bundle_config, image)
             except VolganError as e:
