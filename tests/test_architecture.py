@@ -36,7 +36,7 @@ LAYERS = (
     ("volgan.apps",),
 )
 #: imports allowed inside functions: optional dependencies only
-OPTIONAL = {"mlflow", "monailabel"}
+OPTIONAL = {"mlflow", "monailabel", "radiomics"}
 
 
 def _module_name(path: Path) -> str:

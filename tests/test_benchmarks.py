@@ -11,7 +11,19 @@ def test_bench_mmgan_quick_prints_tables():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mmgan.py"), "--quick", "--device", "cpu"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| 16^3 |" in r.stdout and "| whole volume |" in r.stdout and "failed" not in r.stdout
+    assert "| 16^3 |" in r.stdout and "bench_seams.py" in r.stdout and "failed" not in r.stdout
+
+
+def test_bench_seams_quick_prints_before_and_after(tmp_path):
+    fig = tmp_path / "seams.png"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_seams.py"), "--quick", "--device", "cpu",
+                        "--figure", str(fig)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert ("before (P1)", "windows 24^3, overlap 0.25") in rows and ("after (volgan)", "tiles 24^3") in rows
+    assert "failed" not in r.stdout and fig.stat().st_size > 10000
+    tiled = rows[("after (volgan)", "tiles 24^3")].split("|")
+    assert float(tiled[7]) < 0.05  # max abs diff of tiles to one pass (the table's 7th column)
 
 
 def test_bench_training_quick_prints_every_table():

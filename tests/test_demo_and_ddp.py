@@ -15,13 +15,18 @@ def test_demo_quick(tmp_path):
     r = subprocess.run([sys.executable, "-m", "volgan", "demo", "--quick", "--output-dir", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| real only | 8 | 4 |" in r.stdout and "| real + synthetic | 8 + 8 | 4 |" in r.stdout
+    assert "| real only | 2 | 4 | 2 seeds |" in r.stdout and "| real + MM-GAN synthetic | 2 + 4 | 4 | 2 seeds |" in r.stdout
+    assert "| real + standard augmentation | 2 | 4 | 2 seeds |" in r.stdout and "synthesis quality" in r.stdout
+    assert "Difference to **real only**" in r.stdout and "| real + MM-GAN synthetic | 2 seeds x 4 cases |" in r.stdout
+    assert "With 2 labelled cases, real + MM-GAN synthetic is " in r.stdout and "95 % CI" in r.stdout
+    assert "volgan demo [1/5" in r.stderr  # progress lines when stderr is not a terminal
     assert (out / "figure.png").stat().st_size > 10_000
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert set(res["results"]) >= {"real only", "real + synthetic"}
+    assert set(res["results"]) == {"real only", "real + standard augmentation", "real + MM-GAN synthetic"}
+    assert res["comparison"]["real + MM-GAN synthetic"]["WT"]["verdict"] in ("better", "worse", "no detectable difference")
     from monai.data import load_decathlon_datalist
 
-    assert len(load_decathlon_datalist(str(out / "synthetic" / "datalist.json"))) == 8
+    assert len(load_decathlon_datalist(str(out / "synthetic" / "datalist.json"))) == 4
     # a second run replaces its own previous output, but never a folder it did not write
     other = tmp_path / "mine"
     other.mkdir()

@@ -54,3 +54,23 @@ def test_evaluate_cli_cycleshape_two_domains(tmp_path):
     assert list(res) == ["cyclegan"] and res["cyclegan"]["n_test"] == 1
     assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--output-dir",
                  str(tmp_path / "x")]) == 2  # no domain B: one-line error
+
+
+def test_evaluate_mmgan_real_plus_filtered_synthetic(tiny_dataset, tmp_path):
+    """Issue #19: "real + filtered synthetic" draws as many pairs as real+100 %, from the better-scored half."""
+    import csv
+
+    from volgan.evaluation.harness import evaluate_bundle
+    from volgan.networks import SNUNetGenerator
+
+    folder, _ = tiny_dataset
+    g = SNUNetGenerator(3, 5, 1, [4, 8, 16, 32])
+    torch.save(g.state_dict(), tmp_path / "g.pt")
+    out = tmp_path / "ev"
+    res = evaluate_bundle("mmgan_label2mri_3d", str(folder), out, ckpt_path=str(tmp_path / "g.pt"), copies=2,
+                          quick=True, gen_channels=[4, 8, 16, 32], settings=("real+100%", "real+100% filtered"))
+    assert list(res["results"]) == ["real+100%", "real+100% filtered"]
+    assert res["results"]["real+100% filtered"]["n_train"] == res["results"]["real+100%"]["n_train"]
+    with open(out / "synthetic" / "quality.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["kept"] == "True" for r in rows)  # scored, nothing filtered out of the datalist

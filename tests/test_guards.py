@@ -184,3 +184,14 @@ def test_staged_outputs_never_commit_what_a_killed_run_left(tmp_path):
     StagedOutputs(staging, out).attach(engine)
     engine.run([1, 2], max_epochs=1)
     assert sorted(p.name for p in out.iterdir()) == ["case1_seg.nii.gz", "case2_seg.nii.gz"]
+
+
+def test_split_keeps_duplicate_entries_on_one_side():
+    """#18: a case listed twice in a datalist never lands in training and validation at once."""
+    from volgan.data.dataset import split_datalist
+
+    items = [{"image": f"c{i % 5}.nii.gz", "label": f"c{i % 5}_label.nii.gz"} for i in range(15)]  # each case 3x
+    for seed in range(20):
+        train, val = split_datalist(items, 0.4, seed)
+        assert not {t["image"] for t in train} & {v["image"] for v in val}, seed
+        assert len(train) + len(val) == 15 and len(val) % 3 == 0

@@ -3,6 +3,8 @@ through these, so ``--amp false`` on ``python -m monai.bundle run`` means False 
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,9 +46,12 @@ def as_bool(value: Any) -> bool:
 
 
 def resolve_device(device: Any = None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; strings and devices pass through."""
+    """``None``/``"auto"`` -> CUDA when available (under torchrun this process's GPU, ``cuda:<LOCAL_RANK>``), else
+    CPU; strings and devices pass through."""
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if "LOCAL_RANK" in os.environ else "cuda")
+        return torch.device("cpu")
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:

@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 from monai.utils import set_determinism
 
-__all__ = ["rank", "is_rank_zero", "distributed_device", "init_distributed", "close_distributed", "ddp"]
+__all__ = ["rank", "is_rank_zero", "distributed_device", "init_distributed", "join_if_launched", "close_distributed",
+           "ddp"]
 
 
 def rank() -> int:
@@ -39,6 +40,15 @@ def init_distributed(seed: Any = None) -> int:
         torch.cuda.set_device(distributed_device())
     if seed is not None:
         set_determinism(seed=int(seed) + rank())
+    return rank()
+
+
+def join_if_launched() -> int:
+    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1 in the environment), else nothing:
+    the bundles' ``inference.yaml`` runs as one process or sharded (``torchrun --nproc_per_node N -m monai.bundle
+    run ...``) without an override. Returns the rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        init_distributed()
     return rank()
 
 

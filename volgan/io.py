@@ -210,12 +210,13 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: Any = False) ->
 
 
 def prepare_inference(ckpt_path: str | os.PathLike, output_dir: str | os.PathLike, overwrite: Any = False,
-                      checked_inputs: Any = None) -> Path:
+                      checked_inputs: Any = None, resume: Any = False) -> Path:
     """What an inference run checks before it writes anything: its inputs (``checked_inputs``, already resolved
     and checked by the caller, e.g. a bundle's ``@datalist``), that the weights are a readable, weights-only
-    checkpoint, and that ``output_dir`` is new or empty (``prepare_output_dir``); returns the output folder."""
+    checkpoint, and that ``output_dir`` is new or empty (``prepare_output_dir``; ``resume``: an earlier run's
+    folder is continued); returns the output folder."""
     safe_torch_load(ckpt_path)
-    return prepare_output_dir(output_dir, overwrite)
+    return prepare_output_dir(output_dir, as_bool(overwrite) or as_bool(resume))
 
 
 class OutputLock:

@@ -14,6 +14,7 @@ from volgan.apps.nnunet import export_nnunet
 from volgan.data import load_datalist, validate_datalist
 from volgan.errors import VolganConfigError, find_cause, find_volgan_error
 from volgan.evaluation import METHODS, evaluate_bundle
+from volgan.evaluation.distribution import distribution_metrics, quality_report
 from volgan.synthesis import synthesize
 
 __all__ = ["main", "build_parser"]
@@ -49,6 +50,16 @@ def _evaluate(args: argparse.Namespace) -> int:
                           test_fraction=args.test_fraction, seeds=args.seeds, copies=args.copies,
                           device=args.device, quick=args.quick, **kw)
     print(res["table"])
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    out = args.output_dir or (args.synthetic if os.path.isdir(args.synthetic) else os.path.dirname(args.synthetic) or ".")
+    res = distribution_metrics(args.real, args.synthetic, segmentor=args.segmentor, label_values=args.label_values,
+                               radiomics=not args.no_radiomics, seed=args.seed, spatial_dims=args.spatial_dims)
+    print(quality_report(res, out))
+    print(f"features: {res['features']}; radiomics: {res['radiomics']}; {res['n_synthetic']} synthetic vs "
+          f"{res['n_real']} real\n{os.path.join(out, 'quality_metrics.png')}")
     return 0
 
 
@@ -111,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-values", type=int, nargs="+")
     c.add_argument("--spatial-dims", type=int, default=3)
     c.set_defaults(func=_check_data)
+
+    q = sub.add_parser("quality", help="how far a synthetic set is from the real one: 2.5D FID / MMD, MS-SSIM "
+                       "diversity, radiomics FRD (offline feature extractors)")
+    q.add_argument("real", help="real (image, label) pairs: folder or datalist JSON")
+    q.add_argument("synthetic", help="synthetic pairs: a 'volgan synthesize' output folder, folder or datalist JSON")
+    q.add_argument("--output-dir", help="where quality_metrics.{json,md,png} go (default: the synthetic folder)")
+    q.add_argument("--segmentor", help="a 2D segmentor model.pt (with model.json) trained on the real data: its "
+                   "encoder embeds the slices (default: a seeded random-weight CNN)")
+    q.add_argument("--label-values", type=int, nargs="+")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--no-radiomics", action="store_true", help="skip FRD (radiomics features are the slow part)")
+    q.add_argument("--spatial-dims", type=int, default=3, help="2: 2D images (the 2D methods' slices)")
+    q.set_defaults(func=_quality)
 
     x = sub.add_parser("export-nnunet", help="write real + synthetic (image, label) pairs as an nnU-Net v2 raw dataset")
     x.add_argument("--real", required=True, help="real (image, label) pairs: folder or datalist JSON")

@@ -5,6 +5,7 @@ pair's label map can be replayed bit for bit from its source label map (``Lesion
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -13,7 +14,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
 
+from volgan.data.datalist import case_name
 from volgan.data.transforms import same_type_as
+from volgan.data.validate import source_path
 from volgan.errors import VolganConfigError
 
 __all__ = ["BRATS_LESION_LABELS", "draw_lesion_perturbation", "apply_lesion_perturbation", "perturb_lesion",
@@ -137,14 +140,17 @@ class RandLesionPerturbd(RandomizableTransform, MapTransform):
 
     Draws the parameters (``draw_lesion_perturbation``, from this transform's seeded ``R``) and applies them with
     ``LesionPerturbd``; the parameters and the result are stored in ``data[f"{key}_perturbation"]``, so
-    ``LesionPerturbd(params=...)`` replays it. Seed with ``set_random_state(seed)`` (MONAI convention)."""
+    ``LesionPerturbd(params=...)`` replays it. Seed with ``set_random_state(seed)`` (MONAI convention), or give
+    ``case_seed``: each label map then draws from its own stream, seeded by ``case_seed`` and its file name, so a case
+    gets the same perturbation whatever else is synthesised with it and in which order (sharded synthesis)."""
 
     def __init__(self, keys: KeysCollection = "label", prob: float = 1.0,
                  lesion_labels: Sequence[int] = BRATS_LESION_LABELS, fill_label: int = 3,
                  rotate_range: float = np.pi / 6, scale_range: Sequence[float] = (0.8, 1.2),
                  flip_prob: float = 0.5, elastic_sigma: float = 2.0, elastic_magnitude: float = 2.0,
-                 margin: int = 4, allow_missing_keys: bool = False):
+                 margin: int = 4, case_seed: int | None = None, allow_missing_keys: bool = False):
         MapTransform.__init__(self, keys, allow_missing_keys)
+        self.case_seed = None if case_seed is None else int(case_seed)
         RandomizableTransform.__init__(self, prob)
         self.settings = dict(lesion_labels=tuple(lesion_labels), fill_label=fill_label, rotate_range=rotate_range,
                              scale_range=tuple(scale_range), flip_prob=flip_prob, elastic_sigma=elastic_sigma,
@@ -153,6 +159,9 @@ class RandLesionPerturbd(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
+        if self.case_seed is not None:
+            name = case_name(source_path(next(iter(d[k] for k in self.key_iterator(d)))))
+            self.set_random_state(seed=zlib.crc32(f"{self.case_seed}:{name}".encode()) % (2**31 - 1))
         self.randomize(None)
         if not self._do_transform:
             for key in self.key_iterator(d):

@@ -18,6 +18,7 @@ from volgan.evaluation.metrics import (
     region_hd95,
     segmentor_features,
 )
+from volgan.evaluation.quality import PairQuality, intensity_distance, normalised_cross_correlation, pair_quality
 from volgan.evaluation.registry import CYCLESHAPE_MODES, METHODS, SEGMENTATION_SETTINGS, MethodEntry
 from volgan.evaluation.report import aggregate, format_table, summarise, write_report
 from volgan.evaluation.scores import (
@@ -39,4 +40,5 @@ __all__ = [
     "cycle_shape_scores", "generation_distances", "mmgan_synthesis_quality", "slicewise_dice", "synthesis_quality",
     "evaluate_segmentor", "evaluation_unet", "train_segmentor",
     "seam_index", "tile_borders", "window_borders",
+    "PairQuality", "pair_quality", "intensity_distance", "normalised_cross_correlation",
 ]

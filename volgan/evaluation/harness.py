@@ -39,7 +39,9 @@ from volgan.data.datalist import load_datalist
 from volgan.data.mixing import mix_datalists
 from volgan.errors import VolganConfigError
 from volgan.evaluation.metrics import BRATS_REGIONS
-from volgan.evaluation.registry import CYCLESHAPE_MODES, SEGMENTATION_SETTINGS, method
+from volgan.evaluation.quality import filter_pairs
+from volgan.synthesis.label_to_image import gaussian_label_pairs
+from volgan.evaluation.registry import CYCLESHAPE_MODES, FILTERED_SETTING, SEGMENTATION_SETTINGS, method
 from volgan.evaluation.report import plot_curve, write_report
 from volgan.evaluation.scores import CYCLESHAPE_METRICS, HELD_OUT
 from volgan.evaluation.segmentor import evaluate_segmentor, train_segmentor
@@ -76,6 +78,19 @@ def _show(progress: Any) -> bool:
     return as_bool(progress)
 
 
+def parse_setting(name: str) -> tuple[bool, str | None, float]:
+    """(augment, pool, percent) of a ``compare_segmentation`` setting: ``real``, ``real+aug``, ``real+P%`` (GAN
+    pairs), ``real+aug+P%``, ``real+P% gaussian``, ``real+100% filtered``, ``synthetic``, ``pretrain+finetune``."""
+    if name in ("synthetic", "pretrain+finetune"):
+        return False, "gan", 0.0
+    m = re.fullmatch(r"real(\+aug)?(?:\+(\d+(?:\.\d+)?)%( gaussian| filtered)?)?", name)
+    if m is None or (m.group(3) == " filtered" and m.group(2) != "100"):
+        raise VolganConfigError(f"unknown setting {name!r}; choose from {list(SEGMENTATION_SETTINGS)}, real+aug, "
+                                f"real+<P>%, real+aug+<P>%, real+<P>% gaussian or {FILTERED_SETTING!r}")
+    pool = None if m.group(2) is None else ("gan" if m.group(3) is None else m.group(3).strip())
+    return m.group(1) is not None, pool, float(m.group(2) or 0)
+
+
 def compare_segmentation(
     real_train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
@@ -94,24 +109,29 @@ def compare_segmentation(
     progress: Any = "auto",
     title: str = "real vs real + synthetic",
     names: Mapping[str, str] | None = None,
+    filtered: Sequence[Mapping[str, Any]] | None = None,
+    gaussian: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train the same 3D segmentor (``volgan.evaluation.segmentor.train_segmentor``; ``segmentor``: its
     ``channels``, ``patch_size``, ``batch_size``, ``lr``, ``betas``) for ``iterations`` under each setting and seed,
     and evaluate Dice and HD95 per region on ``test``. A setting ``real+P%`` adds P % synthetic pairs;
     ``pretrain+finetune`` trains on the synthetic pairs, then fine-tunes on ``finetune_fraction`` of the real cases
     (at least one) for ``finetune_iterations`` (default ``iterations // 2``). ``names``: how settings are shown
-    in the report (default their own names). Each trained segmentor is kept as ``runs/<setting>_seed<k>.pt``
-    (``segmentor_weights``). Returns the report (also written to ``output_dir``)."""
+    in the report (default their own names). ``real+100% filtered`` adds as many pairs as ``real+100%``, drawn from
+    ``filtered`` (the synthetic pairs the quality scores rank best, ``filter_pairs``); ``real+P% gaussian`` from
+    ``gaussian`` (the per-label Gaussian baseline, ``volgan.synthesis.gaussian_label_pairs``); ``real+aug`` and
+    ``real+aug+P%`` train with the standard augmentation baseline. Each trained segmentor is kept as
+    ``runs/<setting>_seed<k>.pt`` (``segmentor_weights``). Returns the report (also written to ``output_dir``)."""
     regions = dict(regions or BRATS_REGIONS)
-    unknown = [s for s in settings if s not in SEGMENTATION_SETTINGS and not re.fullmatch(r"real\+\d+(\.\d+)?%", s)]
-    if unknown:
-        raise VolganConfigError(f"unknown setting(s) {unknown}; choose from {list(SEGMENTATION_SETTINGS)} "
-                                "or real+<P>%")
+    parsed = {s: parse_setting(s) for s in settings}
     if not real_train or not test:
         raise VolganConfigError("compare_segmentation needs real training cases and test cases")
-    needs_syn = [s for s in settings if s != "real"]
-    if needs_syn and not synthetic:
-        raise VolganConfigError(f"settings {needs_syn} need synthetic pairs; none given")
+    pools = {"gan": synthetic, "filtered": filtered, "gaussian": gaussian}
+    for name, (_, pool, _) in parsed.items():
+        if pool is not None and not pools[pool]:
+            what = {"gan": "synthetic pairs", "filtered": "quality-filtered synthetic pairs",
+                    "gaussian": "per-label Gaussian baseline pairs"}[pool]
+            raise VolganConfigError(f"setting {name!r} needs {what}; none given")
     seg = dict(segmentor or {})
     names = dict(names or {})
     out = Path(output_dir)
@@ -124,13 +144,12 @@ def compare_segmentation(
                     return train_segmentor(items, label_values, kw.pop("iterations", iterations), seed=seed,
                                            device=device, progress=False, **seg, **kw)
 
-                if name == "real":
-                    items, net = real_train, train(real_train)
-                elif name == "synthetic":
+                augment, pool, percent = parsed[name]
+                if name == "synthetic":
                     items, net = synthetic, train(synthetic)
-                elif name.startswith("real+"):
-                    items = mix_datalists(real_train, synthetic, float(name[5:-1]), seed=seed)
-                    net = train(items)
+                elif name != "pretrain+finetune":  # real [+aug] [+P % of a pool]
+                    items = real_train if pool is None else mix_datalists(real_train, pools[pool], percent, seed=seed)
+                    net = train(items, augment=augment)
                 else:  # pretrain+finetune
                     k = max(1, int(math.ceil(len(real_train) * finetune_fraction)))
                     idx = sorted(np.random.RandomState(seed).permutation(len(real_train))[:k])
@@ -147,7 +166,7 @@ def compare_segmentation(
     bar.close()
     metrics = list(regions) + [f"HD95 {r}" for r in regions]
     return write_report(out, title, runs, metrics, f"seeds {list(seeds)}; {iterations} iterations per setting; "
-                        f"segmentor {seg or 'defaults'}")
+                        f"segmentor {seg or 'defaults'}", reference=names.get("real", "real"))
 
 
 def compare_bundle_settings(
@@ -196,7 +215,7 @@ def compare_bundle_settings(
     metrics = list(dict.fromkeys(m for rs in runs.values() for r in rs for m in r.get("metrics", ["Dice"])
                                  if m != "HD max (voxels)"))
     return write_report(out, title or f"{bundle}: segmentation by setting", runs, metrics,
-                        f"seeds {list(seeds)}; common overrides {common}")
+                        f"seeds {list(seeds)}; common overrides {common}", reference=entry.reference)
 
 
 def compare_cycleshape(
@@ -320,13 +339,25 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
             raise VolganConfigError(f"{bundle} needs --ckpt-path: a trained generator (model.pt)")
         syn_dir = out / "synthetic"
         overrides = {"device": device, **({"gen_channels": kwargs.pop("gen_channels")} if "gen_channels" in kwargs else {})}
+        names = list(names) if names is not None else list(entry.settings)
+        if FILTERED_SETTING in names:  # score every pair against the real training pairs
+            overrides.update(quality_reference=[dict(image=it["image"], label=it["label"]) for it in train_items],
+                             reject_copies=False)
         if (syn_dir / "datalist.json").is_file():
             synthetic = load_datalist(syn_dir / "datalist.json")
         else:
             synthetic = synthesize_augmentations([{"label": it["label"]} for it in train_items], ckpt_path, syn_dir,
                                                  copies=copies, seed=int(seeds[0]), bundle=bundle, **overrides)
-        if names is not None:
-            kwargs["settings"] = list(names)
+        kwargs["settings"] = names
+        if any(parse_setting(n)[1] == "gaussian" for n in names):  # the non-GAN baseline from the same label maps
+            gdir = out / "gaussian"
+            kwargs["gaussian"] = (load_datalist(gdir / "datalist.json") if (gdir / "datalist.json").is_file() else
+                                  gaussian_label_pairs(train_items, [it["label"] for it in synthetic], gdir,
+                                                       seed=int(seeds[0])))
+        if FILTERED_SETTING in names:
+            if not (syn_dir / "quality.csv").is_file():
+                raise VolganConfigError(f"{syn_dir}: synthesised without quality scores; remove it to rerun")
+            kwargs["filtered"] = filter_pairs(synthetic, syn_dir / "quality.csv")
         return compare_segmentation(train_items, test_items, synthetic, out / "comparison", seeds=seeds,
                                     device=device, title=f"{bundle}: real vs synthetic settings",
                                     **{**quick_kw, **kwargs})

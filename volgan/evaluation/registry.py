@@ -8,10 +8,17 @@ from typing import Any
 
 from volgan.errors import VolganConfigError
 
-__all__ = ["MethodEntry", "METHODS", "method", "SEGMENTATION_SETTINGS", "CYCLESHAPE_MODES"]
+__all__ = ["MethodEntry", "METHODS", "method", "SEGMENTATION_SETTINGS", "FILTERED_SETTING", "BASELINE_SETTINGS",
+           "CYCLESHAPE_MODES"]
 
 #: the settings of ``compare_segmentation`` (MM-GAN's Table IV plus synthetic-only and pre-train + fine-tune)
 SEGMENTATION_SETTINGS = ("real", "synthetic", "real+100%", "real+300%", "real+500%", "pretrain+finetune")
+#: real + 100 % synthetic pairs drawn from the better half by quality score (``volgan.evaluation.filter_pairs``):
+#: against ``real+100%`` it isolates what the quality filter adds (issue #19); run with ``--settings``
+FILTERED_SETTING = "real+100% filtered"
+#: the baselines of issue #20 every MM-GAN comparison includes: standard augmentation (MONAI random transforms),
+#: a per-label Gaussian image model from the same label maps (no GAN), and augmentation + GAN pairs
+BASELINE_SETTINGS = ("real+aug", "real+100% gaussian", "real+aug+100%")
 
 #: P2's comparison (Sec. 4.2, Table 1): CycleGAN, then segmentors trained on translated data afterwards (ada),
 #: then joint training with the shape-consistency loss (ours); cyclegan's real-data segmentors score the S-score
@@ -30,7 +37,8 @@ class MethodEntry:
             its evaluate config).
         settings: setting name -> bundle overrides (``"settings"`` and ``"unpaired"``).
         share_gan: (setting that trains the GAN, settings that reuse it): same GAN and seed, only its use differs.
-        reference: the setting whose run is the others' reference (P2: cyclegan's segmentors score the S-score).
+        reference: the setting whose run is the others' reference: their paired differences to it get bootstrap
+            intervals and verdicts (real only; P2: cyclegan, whose segmentors also score the S-score).
         quick: overrides of ``--quick`` (smoke-run budgets).
     """
 
@@ -43,7 +51,8 @@ class MethodEntry:
 
 
 METHODS: dict[str, MethodEntry] = {e.bundle: e for e in (
-    MethodEntry("mmgan_label2mri_3d", "synthesis", {s: {} for s in SEGMENTATION_SETTINGS},
+    MethodEntry("mmgan_label2mri_3d", "synthesis",
+                {s: {} for s in ("real", *BASELINE_SETTINGS, *SEGMENTATION_SETTINGS[1:], FILTERED_SETTING)},
                 quick={"iterations": 4, "segmentor": {"channels": [4, 8, 16, 32], "patch_size": [16, 16, 16]},
                        "roi_size": [32, 32, 32]}),
     MethodEntry("cycleshape_ct_mri_3d", "unpaired", {m: {"mode": m} for m in CYCLESHAPE_MODES}, reference="cyclegan",
@@ -52,18 +61,19 @@ METHODS: dict[str, MethodEntry] = {e.bundle: e for e in (
                            pretrain_gd_epochs=1, roi_size=[16, 16, 16], amp=False, pool_size=2)),
     MethodEntry("gan_pretrain_seg_2d", "settings",
                 {m: {"mode": m} for m in ("real_only", "elastic", "gan_mix", "gan_pretrain", "ours")},
-                share_gan=("gan_mix", ("gan_pretrain",)),
+                share_gan=("gan_mix", ("gan_pretrain",)), reference="real_only",
                 quick=dict(image_size=[32, 32], ngf=8, n_blocks=2, disc_channels=[8, 16, 16, 16],
                            disc_strides=[2, 2, 1, 1], seg_channels=[8, 16, 32, 64], gan_epochs=1, finetune_epochs=1,
                            synthetic_copies=1, amp=False)),
     MethodEntry("wgan_pairs_seg_2d", "settings",
                 {f"{r} {'aug' if a else 'no aug'}": {"ratio": r, "augment": a}
                  for a in (False, True) for r in ("16-0", "8-8", "0-16")},
-                share_gan=("8-8 no aug", ("0-16 no aug", "8-8 aug", "0-16 aug")),
+                share_gan=("8-8 no aug", ("0-16 no aug", "8-8 aug", "0-16 aug")), reference="16-0 no aug",
                 quick=dict(image_size=[32, 32], gen_channels=32, critic_channels=8, unet_channels=[8, 8, 8],
                            gan_iterations=4, max_epochs=2, val_interval=2, patience_iterations=100, amp=False)),
     MethodEntry("adversarial_unet_aug_2d", "settings",
                 {"without augmenter": {"augment_with_gan": False}, "with augmenter": {"augment_with_gan": True}},
+                reference="without augmenter",
                 quick=dict(image_size=[32, 32], gen_channels=[4, 8, 8], critic_features=4, critic_growth=4,
                            critic_blocks=[1, 1, 1, 1], unet_channels=[8, 8, 8], gan_batch_size=4, gan_iterations=2,
                            max_epochs=2, val_interval=2, amp=False)),

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
+from volgan.evaluation.statistics import compare_to_reference
 from volgan.io import atomic_write_json
 
-__all__ = ["summarise", "aggregate", "format_table", "write_report", "plot_bars", "plot_curve", "single_run"]
+__all__ = ["summarise", "aggregate", "format_table", "format_comparison", "write_report", "plot_bars", "plot_curve", "single_run"]
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -77,17 +78,42 @@ def format_table(agg: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -
     return "\n".join(lines)
 
 
+def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]], reference: str) -> str:
+    """Markdown table of ``compare_to_reference``: per setting and metric the mean paired difference to
+    ``reference``, its 95 % bootstrap interval and the verdict."""
+    if not comparison:
+        return ""
+    metrics = list(next(iter(comparison.values())))
+    lines = [f"Difference to **{reference}**, paired by test case and seed; [95 % paired bootstrap interval over "
+             f"cases and seeds]; better / worse only when the interval excludes 0:", "",
+             "| setting | pairs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|---|---:|" + "---:|" * len(metrics)]
+    for name, per in comparison.items():
+        cells = [f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" for c in per.values()]
+        n = next(iter(per.values()))
+        lines.append(f"| {name} | {n['n_seeds']} seeds x {n['n_cases']} cases | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence[Mapping[str, Any]]],
-                 metrics: Sequence[str], note: str = "", plot: bool = True, **extra: Any) -> dict[str, Any]:
+                 metrics: Sequence[str], note: str = "", plot: bool = True, reference: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
     """Write ``results.csv``, ``results.md``, ``results.json`` (and ``dice.png``: the first metric per setting with
-    error bars) into ``output_dir``; returns ``{"title", "note", "metrics", "results", "runs", "table", **extra}``."""
+    error bars) into ``output_dir``; with ``reference`` (a setting, e.g. real only) also every other setting's
+    paired difference to it with a bootstrap interval and a verdict (``volgan.evaluation.statistics``; Dice-like
+    metrics, not HD). Returns ``{"title", "note", "metrics", "results", "runs", "table", "comparison", **extra}``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(runs, metrics)
     table = format_table(agg, metrics)
+    comparison = {}
+    if reference is not None and reference in runs:
+        comparison = compare_to_reference(runs, reference, [m for m in metrics if not m.startswith("HD")])
+        table = table + "\n\n" + format_comparison(comparison, reference)
     (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n", encoding="utf-8")
     atomic_write_json(out / "results.json", _json_ready(
-        {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs, **extra}))
+        {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs,
+         "reference": reference, "comparison": comparison, **extra}))
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["setting", "seed", "case", *metrics])
@@ -98,7 +124,7 @@ def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence
     if plot:
         plot_bars(out / "dice.png", agg, metrics[0], title)
     return {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs, "table": table,
-            **extra}
+            "reference": reference, "comparison": comparison, **extra}
 
 
 def _json_ready(obj: Any) -> Any:

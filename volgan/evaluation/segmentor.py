@@ -15,7 +15,19 @@ import torch
 from ignite.engine import Events
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
-from monai.transforms import Compose, EnsureTyped, LoadImaged, MapLabelValued, RandCropByLabelClassesd, SpatialPadd
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    LoadImaged,
+    MapLabelValued,
+    Rand2DElasticd,
+    Rand3DElasticd,
+    RandAffined,
+    RandCropByLabelClassesd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SpatialPadd,
+)
 from monai.utils import set_determinism
 
 from volgan.config import resolve_device
@@ -40,8 +52,10 @@ def evaluation_unet(num_classes: int = 5, channels: Sequence[int] = (16, 32, 64,
 
 
 def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch_size: Sequence[int] | None = None,
-                            spatial_dims: int = 3) -> Compose:
-    """Load, check, z-score inside the non-zero (brain) voxels; with ``patch_size`` add class-balanced crops.
+                            spatial_dims: int = 3, augment: bool = False) -> Compose:
+    """Load, check, z-score inside the non-zero (brain) voxels; with ``patch_size`` add class-balanced crops; with
+    ``augment`` (training only) the standard augmentation baseline of issue #20, P5's settings: intensity shift and
+    scale by up to 0.05, translation by up to 4 voxels, elastic deformation (MONAI random transforms).
 
     Brain voxels map to [-1, 1] (z / 3, clipped) and background to -1.5, so the two never share a value
     (plain z-scores would put the background at the brain's mean).
@@ -66,6 +80,16 @@ def segmentation_transforms(label_values: Sequence[int] = (0, 1, 2, 3, 4), patch
             RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=list(patch_size),
                                     num_classes=k, ratios=[0.5] + [1.0] * (k - 1), num_samples=2, warn=False),
         ]
+    if augment:
+        xforms += [
+            RandShiftIntensityd(keys="image", offsets=0.05, prob=1.0),
+            RandScaleIntensityd(keys="image", factors=0.05, prob=1.0),
+            RandAffined(keys=["image", "label"], prob=0.5, translate_range=[4] * spatial_dims,
+                        mode=("bilinear", "nearest"), padding_mode="border"),
+            (Rand3DElasticd if spatial_dims == 3 else Rand2DElasticd)(
+                keys=["image", "label"], prob=0.3, sigma_range=(5, 7), magnitude_range=(20, 40),
+                mode=("bilinear", "nearest"), padding_mode="border", **({} if spatial_dims == 3 else {"spacing": 20})),
+        ]
     return Compose(xforms)
 
 
@@ -84,18 +108,19 @@ def train_segmentor(
     progress: Any = "auto",
     desc: str | None = None,
     network: torch.nn.Module | None = None,
+    augment: bool = False,
 ) -> torch.nn.Module:
     """Train a MONAI 3D U-Net with Dice+CE for a fixed number of ``iterations`` (same budget across settings).
 
     MM-GAN trains its evaluation U-Nets with Adam lr 2e-4, betas (0.5, 0.999) (Sec. V-B); those are the defaults.
     ``network``: continue training this network (fine-tuning after synthetic pre-training, Sec. V-D) instead of
-    a new one.
+    a new one. ``augment``: the standard augmentation baseline (``segmentation_transforms``).
     """
     set_determinism(seed=seed)
     device = resolve_device(device)
     net = (network if network is not None else evaluation_unet(len(label_values), channels)).to(device)
     pairs = [{"image": it["image"], "label": it["label"]} for it in train_items]  # extra keys may differ per source
-    ds = CacheDataset(pairs, segmentation_transforms(label_values, patch_size), progress=False)
+    ds = CacheDataset(pairs, segmentation_transforms(label_values, patch_size, augment=augment), progress=False)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
     epoch_length = min(len(loader), iterations)
     max_epochs = int(np.ceil(iterations / max(epoch_length, 1)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,9 +14,10 @@ import torch.nn as nn
 
 import volgan.networks as networks
 from volgan.config import jsonable
-from volgan.errors import VolganConfigError
+from volgan.errors import VolganConfigError, VolganDataError
+from volgan.io import load_weights, read_sidecar, weights_sidecar
 
-__all__ = ["records_definition", "definition_of", "build_network"]
+__all__ = ["records_definition", "definition_of", "build_network", "load_network"]
 
 PREFIX = "volgan.networks."
 
@@ -73,3 +75,14 @@ def build_network(definition: Mapping[str, Any]) -> nn.Module:
         raise VolganConfigError(f"cannot build network {target!r}: only volgan.networks names are allowed")
     kwargs = {k: v for k, v in definition.items() if k != "_target_"}
     return getattr(networks, name)(**kwargs)
+
+
+def load_network(path: str | os.PathLike, device: Any = "cpu") -> nn.Module:
+    """The network saved at ``path`` by ``save_weights``, rebuilt from its sidecar (``model.json``) and loaded; a
+    file without a recorded definition is one line naming it."""
+    side = read_sidecar(path)
+    definition = (side or {}).get("network")
+    if not isinstance(definition, Mapping):
+        raise VolganDataError(str(path), f"no network definition beside it ({weights_sidecar(path).name}): build the "
+                              "network in code and load the weights with volgan.io.load_weights")
+    return load_weights(build_network(definition).to(device), path, device).eval()

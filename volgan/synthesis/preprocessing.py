@@ -21,16 +21,16 @@ def synthesis_preprocessing(num_classes: int = 5, label_values: Sequence[int] | 
                             seed: int | None = 0, validate: bool = True) -> Compose:
     """Label map in ``image`` -> one-hot network input in ``image``, the (perturbed) label map kept in ``label``.
 
-    With ``perturb``, the lesion is deformed first (``RandLesionPerturbd``, seeded), for the augmentation workflow.
+    With ``perturb``, the lesion is deformed first (``RandLesionPerturbd``, seeded per case by ``seed`` and the file
+    name: the same case gets the same perturbation in any run, sharded or not), for the augmentation workflow.
     """
     xforms: list = [LoadImaged(keys="image", image_only=True, ensure_channel_first=True)]
     if validate:
         xforms.append(ValidateLabelMapd(keys="image", spatial_dims=spatial_dims, label_values=label_values))
     xforms.append(CopyItemsd(keys="image", names="label"))
     if as_bool(perturb):
-        t = RandLesionPerturbd(keys="label", **dict(perturb_args or {}))
-        if seed is not None:
-            t.set_random_state(seed=int(seed))
+        t = RandLesionPerturbd(keys="label", **{"case_seed": None if seed is None else int(seed),
+                                                **dict(perturb_args or {})})
         xforms += [t, DeleteItemsd(keys="image"), CopyItemsd(keys="label", names="image")]
     xforms += [EnsureTyped(keys="image", dtype=torch.float32), AsDiscreted(keys="image", to_onehot=int(num_classes))]
     return Compose(xforms)

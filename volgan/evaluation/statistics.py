@@ -1,0 +1,83 @@
+"""Telling a gain from noise (issue #20): the paired bootstrap confidence interval of a setting's Dice difference to
+a reference setting (real only), resampling the test cases and the seeds, and the verdict rule that reads it.
+
+The pairing: the same test case scored by both settings' segmentors of the same seed. A bootstrap replicate draws
+seeds with replacement and test cases with replacement (the same draw for both settings) and takes the mean of the
+paired differences; the interval is the percentile interval of the replicates. A setting is called better (worse)
+only when the whole interval lies above (below) zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["paired_differences", "paired_bootstrap", "verdict", "compare_to_reference", "BETTER", "WORSE", "NO_DIFF"]
+
+BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
+
+
+def paired_differences(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], metric: str
+                       ) -> np.ndarray:
+    """(seeds, cases) differences ``setting - reference`` of ``metric``, pairing runs by seed (in order when the
+    seeds do not match) and rows by ``case``; NaN where either is missing or NaN."""
+    by_seed = {r.get("seed"): r for r in reference}
+    pairs = [(r, by_seed.get(r.get("seed"))) for r in runs]
+    if any(ref is None for _, ref in pairs):
+        pairs = list(zip(runs, reference))
+    cases = sorted({str(row.get("case")) for r, _ in pairs for row in r["rows"]})
+    out = np.full((len(pairs), len(cases)), np.nan)
+    for i, (run, ref) in enumerate(pairs):
+        a = {str(row.get("case")): row.get(metric) for row in run["rows"]}
+        b = {str(row.get("case")): row.get(metric) for row in ref["rows"]}
+        for j, c in enumerate(cases):
+            if a.get(c) is not None and b.get(c) is not None:
+                out[i, j] = float(a[c]) - float(b[c])
+    return out
+
+
+def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Mean of the paired differences ``diff`` (seeds, cases) and its bootstrap ``level`` interval (resampling seeds
+    and cases with replacement; NaN pairs left out of each mean). ``n``: the pairs used."""
+    d = np.atleast_2d(np.asarray(diff, dtype=float))
+    ok = ~np.isnan(d)
+    if not ok.any():
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n_pairs": 0, "n_seeds": 0,
+                "n_cases": 0, "level": level}
+    rng = np.random.RandomState(seed)
+    s, c = d.shape
+    # how often replicate b draws each seed and each case; its mean = sum of count-weighted cells / their weight
+    seeds = np.stack([np.bincount(rng.randint(0, s, s), minlength=s) for _ in range(n_boot)]).astype(float)
+    cases = np.stack([np.bincount(rng.randint(0, c, c), minlength=c) for _ in range(n_boot)]).astype(float)
+    num = np.einsum("bs,sc,bc->b", seeds, np.where(ok, d, 0.0), cases)
+    den = np.einsum("bs,sc,bc->b", seeds, ok.astype(float), cases)
+    reps = num[den > 0] / den[den > 0]
+    alpha = (1 - level) / 2
+    return {"mean": float(d[ok].mean()), "lo": float(np.quantile(reps, alpha)), "hi": float(np.quantile(reps, 1 - alpha)),
+            "n_pairs": int(ok.sum()), "n_seeds": int(ok.any(1).sum()), "n_cases": int(ok.any(0).sum()), "level": level}
+
+
+def verdict(ci: Mapping[str, Any]) -> str:
+    """``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``."""
+    lo, hi = ci.get("lo", float("nan")), ci.get("hi", float("nan"))
+    if math.isnan(lo) or math.isnan(hi):
+        return NO_DIFF
+    return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFF
+
+
+def compare_to_reference(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str, metrics: Sequence[str],
+                         n_boot: int = 10000, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """For every setting but ``reference``: per metric the paired bootstrap of its difference to ``reference``
+    (``paired_bootstrap`` + ``"verdict"``)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, per_seed in runs.items():
+        if name == reference or reference not in runs:
+            continue
+        out[name] = {}
+        for m in metrics:
+            ci = paired_bootstrap(paired_differences(per_seed, runs[reference], m), n_boot, seed=seed)
+            out[name][m] = {**ci, "verdict": verdict(ci)}
+    return out
