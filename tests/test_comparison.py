@@ -100,3 +100,39 @@ def test_compare_cycleshape_modes_with_the_cyclegan_reference(tmp_path, monkeypa
     assert calls == []
     with pytest.raises(VolganConfigError, match="cyclegan"):
         comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "x", modes=("ours",))
+
+
+def test_baselines_augmentation_and_per_label_gaussian(tiny_dataset, tmp_path):
+    """Issue #20's baselines: real + standard augmentation, real + per-label Gaussian images of the same label maps,
+    augmentation + synthetic; each with its paired bootstrap interval against real only."""
+    import nibabel as nib
+    import numpy as np
+
+    from volgan.evaluation.harness import parse_setting
+    from volgan.synthesis import LabelGaussianModel, gaussian_label_pairs
+
+    _, items = tiny_dataset
+    real, test = items[:2], items[2:]
+    model = LabelGaussianModel(sigma=0).fit(real)
+    img, lab = (np.asarray(nib.load(real[0][k]).dataobj) for k in ("image", "label"))
+    assert abs(model.params[4][0] - np.concatenate([np.asarray(nib.load(r["image"]).dataobj)[
+        np.asarray(nib.load(r["label"]).dataobj) == 4] for r in real]).astype(np.float64).mean()) < 1e-3
+    pairs = gaussian_label_pairs(real, [r["label"] for r in real] * 1, tmp_path / "g", seed=0)
+    g = np.asarray(nib.load(pairs[0]["image"]).dataobj)
+    assert g.shape == lab.shape and (g[lab == 0] == 0).all() and g[lab == 4].mean() > g[lab == 3].mean()
+    again = gaussian_label_pairs(real, [r["label"] for r in real], tmp_path / "g2", seed=0)
+    assert np.array_equal(np.asarray(nib.load(again[0]["image"]).dataobj), g)  # seeded
+    synthetic = [dict(it, source=it["label"]) for it in real] * 2
+    settings = ("real", "real+aug", "real+100% gaussian", "real+aug+100%")
+    res = compare_segmentation(real, test, synthetic, tmp_path / "cmp", settings=settings, seeds=(0, 1),
+                               gaussian=pairs, **FAST)
+    assert list(res["results"]) == list(settings)
+    assert {k: v["n_train"] for k, v in res["results"].items()} == {"real": 2, "real+aug": 2, "real+100% gaussian": 4,
+                                                                    "real+aug+100%": 4}
+    assert set(res["comparison"]) == set(settings[1:]) and "95 % paired bootstrap" in res["table"]
+    assert res["comparison"]["real+aug"]["WT"]["n_seeds"] == 2
+    assert parse_setting("real+aug+300%") == (True, "gan", 300.0) and parse_setting("real") == (False, None, 0.0)
+    with pytest.raises(VolganConfigError, match="unknown setting"):
+        parse_setting("real+50% filtered")
+    with pytest.raises(VolganConfigError, match="Gaussian baseline pairs"):
+        compare_segmentation(real, test, synthetic, tmp_path / "x", settings=("real+100% gaussian",), **FAST)
