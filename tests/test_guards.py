@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,3 +196,51 @@ def test_split_keeps_duplicate_entries_on_one_side():
         train, val = split_datalist(items, 0.4, seed)
         assert not {t["image"] for t in train} & {v["image"] for v in val}, seed
         assert len(train) + len(val) == 15 and len(val) % 3 == 0
+
+
+def _dicom_series(folder, uid: str, n: int = 3) -> None:
+    """``n`` slices of one DICOM series (SimpleITK), series instance UID ``uid``."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w = sitk.ImageFileWriter()
+    w.KeepOriginalImageUIDOn()
+    for i in range(n):
+        sl = sitk.GetImageFromArray((np.arange(64, dtype=np.int16).reshape(8, 8) + 10 * i)[None])
+        for tag, value in (("0020|000e", uid), ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"), ("0008|0060", "MR"),
+                           ("0020|0013", str(i + 1)), ("0020|0032", f"0\\0\\{i}"), ("0008|0018", f"{uid}.{i + 1}"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0")):
+            sl.SetMetaData(tag, value)
+        w.SetFileName(str(folder / f"{uid.rsplit('.', 1)[-1]}_{i}.dcm"))
+        w.Execute(sl)
+
+
+def test_a_dicom_folder_with_two_series_is_refused(tmp_path):
+    """#18: a DICOM folder holding two series is one clear error, not one series picked silently; one series loads."""
+    from volgan.data.validate import load_volume
+    from volgan.errors import VolganDataError
+
+    one = tmp_path / "one"
+    _dicom_series(one, "1.2.826.0.1.3680043.2.1125.7")
+    assert tuple(load_volume(one).shape)[-1] == 3
+    two = tmp_path / "two"
+    _dicom_series(two, "1.2.826.0.1.3680043.2.1125.7")
+    _dicom_series(two, "1.2.826.0.1.3680043.2.1125.8")
+    with pytest.raises(VolganDataError, match="holds 2 DICOM series"):
+        load_volume(two)
+
+
+def test_looping_symbolic_links_are_one_line(tmp_path, capsys):
+    """#18: links that point at each other (and a folder link to itself) end in one line naming the file."""
+    from tests.conftest import tiny_case, write_pair
+    from volgan.apps.cli import main
+
+    d = tmp_path / "d"
+    d.mkdir()
+    write_pair(d, "c0", *tiny_case(np.random.RandomState(0)))
+    os.symlink("c1_label.nii.gz", d / "c1_image.nii.gz")
+    os.symlink("c1_image.nii.gz", d / "c1_label.nii.gz")
+    os.symlink(".", d / "loop")
+    assert main(["check-data", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c1_image.nii.gz" in err[0] and "symbolic link" in err[0]

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from volgan.apps.demo import run_demo
+from volgan.bundle import bundle_names, bundle_path, export_bundle
 from volgan.apps.monailabel.app import add_cli as add_label_app
 from volgan.apps.nnunet import export_nnunet
 from volgan.data import load_datalist, validate_datalist
@@ -60,6 +61,18 @@ def _quality(args: argparse.Namespace) -> int:
     print(quality_report(res, out))
     print(f"features: {res['features']}; radiomics: {res['radiomics']}; {res['n_synthetic']} synthetic vs "
           f"{res['n_real']} real\n{os.path.join(out, 'quality_metrics.png')}")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    if args.action == "path":
+        print(bundle_path(args.name))
+    elif args.action == "list":
+        print("\n".join(bundle_names()))
+    else:
+        if not args.output_dir:
+            raise VolganConfigError("volgan bundle export NAME --output-dir DIR [--ckpt-path RUN/model.pt]")
+        print(export_bundle(args.name, args.output_dir, args.ckpt_path, args.overwrite))
     return 0
 
 
@@ -122,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-values", type=int, nargs="+")
     c.add_argument("--spatial-dims", type=int, default=3)
     c.set_defaults(func=_check_data)
+
+    b = sub.add_parser("bundle", help="the installed bundles: list, path NAME (for python -m monai.bundle run "
+                       "--config_file PATH/configs/train.yaml), export NAME --output-dir DIR (a model-zoo layout)")
+    b.add_argument("action", choices=("list", "path", "export"))
+    b.add_argument("name", nargs="?", default="mmgan_label2mri_3d")
+    b.add_argument("--output-dir", help="export: the folder the bundle folder goes into")
+    b.add_argument("--ckpt-path", help="export: a training run's model.pt, written as models/model.pt")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=_bundle)
 
     q = sub.add_parser("quality", help="how far a synthetic set is from the real one: 2.5D FID / MMD, MS-SSIM "
                        "diversity, radiomics FRD (offline feature extractors)")
