@@ -244,3 +244,24 @@ def test_looping_symbolic_links_are_one_line(tmp_path, capsys):
     assert main(["check-data", str(d)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "c1_image.nii.gz" in err[0] and "symbolic link" in err[0]
+
+
+def test_check_data_reports_every_problem_of_every_file(tmp_path, capsys):
+    """#21: check-data names each broken file (image and label of one case both, and other cases), one line each."""
+    from tests.conftest import tiny_case, write_pair
+    from volgan.apps.cli import main
+
+    d = tmp_path / "d"
+    d.mkdir()
+    rng = np.random.RandomState(0)
+    img, lab = tiny_case(rng)
+    write_pair(d, "c0", img, lab)
+    nan = img.copy()
+    nan[3, 3, 3] = np.nan
+    write_pair(d, "c1", nan, np.where(lab == 4, 9, lab))  # a NaN image and a label value outside the set
+    write_pair(d, "c2", img[:20], lab)  # shapes differ
+    assert main(["check-data", str(d), "--label-values", "0", "1", "2", "3", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("volgan: error: ") for line in err), err
+    assert "c1_image" in err[0] and "NaN" in err[0] and "c1_label" in err[1] and "9" in err[1]
+    assert "c2_" in err[2]

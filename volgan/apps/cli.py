@@ -12,7 +12,7 @@ from volgan.apps.demo import run_demo
 from volgan.bundle import bundle_names, bundle_path, export_bundle
 from volgan.apps.monailabel.app import add_cli as add_label_app
 from volgan.apps.nnunet import export_nnunet
-from volgan.data import load_datalist, validate_datalist
+from volgan.data import datalist_problems, load_datalist
 from volgan.errors import VolganConfigError, find_cause, find_volgan_error
 from volgan.evaluation import METHODS, evaluate_bundle
 from volgan.evaluation.distribution import distribution_metrics, quality_report
@@ -36,7 +36,13 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    items = validate_datalist(load_datalist(args.dataset), label_values=args.label_values, spatial_dims=args.spatial_dims)
+    """Every problem of every file, one line each (exit status 2), or the count of valid pairs."""
+    items = load_datalist(args.dataset)
+    problems = datalist_problems(items, label_values=args.label_values, spatial_dims=args.spatial_dims)
+    for p in problems:
+        print(f"volgan: error: {p}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"{args.dataset}: {len(items)} valid (image, label) pairs")
     return 0
 

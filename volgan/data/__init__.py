@@ -65,6 +65,7 @@ from volgan.data.validate import (
     check_image,
     check_label,
     check_pair,
+    datalist_problems,
     load_volume,
     validate_datalist,
 )
@@ -87,4 +88,5 @@ __all__ = [
     "shared_label_mapping",
     "ValidateLabelMapd", "ValidateVolumed", "check_image", "check_label", "check_pair", "load_volume",
     "validate_datalist",
+    "datalist_problems",
 ]

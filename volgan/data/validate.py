@@ -19,6 +19,7 @@ from volgan.data.datalist import VOLUME_SUFFIXES, is_dicom_dir, volume_suffix
 from volgan.errors import VolganDataError
 
 __all__ = [
+    "datalist_problems",
     "MAX_VOXELS",
     "MAX_LABEL_VALUE",
     "header_shape",
@@ -256,6 +257,40 @@ def validate_datalist(
             check_pair(img, lab, str(item[image_key]), str(item[label_key]))
         out.append(dict(item))
     return out
+
+
+def datalist_problems(
+    items: Sequence[Mapping[str, Any]],
+    image_key: str | None = "image",
+    label_key: str | None = "label",
+    spatial_dims: int = 3,
+    label_values: Iterable[int] | None = None,
+    require_foreground: bool = True,
+    image_channels: int | None = None,
+) -> list[VolganDataError]:
+    """Every problem of every entry (``volgan check-data``): each image and each label map checked on its own, the
+    pair when both pass; one ``VolganDataError`` per problem, in datalist order ([] when all are fine)."""
+    problems: list[VolganDataError] = []
+    for item in items:
+        checked = {}
+        for key, check in ((image_key, "image"), (label_key, "label")):
+            if not key:
+                continue
+            try:
+                vol = load_volume(item[key])
+                if check == "image":
+                    check_image(vol, str(item[key]), spatial_dims, channels=image_channels, require_contrast=True)
+                else:
+                    check_label(vol, str(item[key]), label_values, spatial_dims, require_foreground=require_foreground)
+                checked[check] = vol
+            except VolganDataError as e:
+                problems.append(e)
+        if len(checked) == 2:
+            try:
+                check_pair(checked["image"], checked["label"], str(item[image_key]), str(item[label_key]))
+            except VolganDataError as e:
+                problems.append(e)
+    return problems
 
 
 class ValidateVolumed(MapTransform):
