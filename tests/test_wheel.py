@@ -49,7 +49,7 @@ def test_the_wheel_carries_bundles_app_and_sample(installed):
 
 def test_installed_bundle_runs_from_its_path_and_exports(installed, tmp_path):
     _, py, work, env = installed
-    run = {"cwd": str(work), "env": env, "capture_output": True, "text": True, "timeout": 600}
+    run = {"cwd": str(work), "env": env, "capture_output": True, "text": True, "encoding": "utf-8", "errors": "replace", "timeout": 600}
     r = subprocess.run([str(py), "-m", "volgan", "bundle", "path", "mmgan_label2mri_3d"], **run)
     assert r.returncode == 0, r.stderr
     path = Path(r.stdout.strip())
@@ -90,6 +90,6 @@ def test_installed_bundle_runs_from_its_path_and_exports(installed, tmp_path):
 def test_installed_demo_quick(installed, tmp_path):
     _, py, work, env = installed
     r = subprocess.run([str(py), "-m", "volgan", "demo", "--quick", "--output-dir", str(tmp_path / "demo")],
-                       cwd=str(work), env=env, capture_output=True, text=True, timeout=900)
+                       cwd=str(work), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Difference to **real only**" in r.stdout and (tmp_path / "demo" / "figure.png").is_file()
