@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,31 @@ def check_pair(image: torch.Tensor, label: torch.Tensor, image_path: str | None 
             raise VolganDataError(label_path, f"affine differs from image {image_path} (max diff {diff:.4g})")
 
 
+def _entry_problems(item: Mapping[str, Any], image_key: str | None, label_key: str | None, spatial_dims: int,
+                    label_values: Iterable[int] | None, require_foreground: bool,
+                    image_channels: int | None) -> Iterator[VolganDataError]:
+    """The problems of one entry, lazily: the image, then the label map (each on its own), then the pair when both
+    pass. Stopping at the first is ``validate_datalist``; collecting them all is ``datalist_problems``."""
+    checked = {}
+    for key, kind in ((image_key, "image"), (label_key, "label")):
+        if not key:
+            continue
+        try:
+            vol = load_volume(item[key])
+            if kind == "image":
+                check_image(vol, str(item[key]), spatial_dims, channels=image_channels, require_contrast=True)
+            else:
+                check_label(vol, str(item[key]), label_values, spatial_dims, require_foreground=require_foreground)
+            checked[kind] = vol
+        except VolganDataError as e:
+            yield e
+    if len(checked) == 2:
+        try:
+            check_pair(checked["image"], checked["label"], str(item[image_key]), str(item[label_key]))
+        except VolganDataError as e:
+            yield e
+
+
 def validate_datalist(
     items: Sequence[Mapping[str, Any]],
     image_key: str | None = "image",
@@ -240,23 +265,17 @@ def validate_datalist(
     image_channels: int | None = None,
 ) -> list[dict]:
     """Load and check every entry (image, label, pair) before anything is trained or written; returns the items.
+    The first problem is raised.
 
     ``image_channels``: modalities stacked on the last axis of 4D images (e.g. 4 for decathlon BraTS);
     ``None`` accepts single-channel volumes only.
     """
-    out = []
     for item in items:
-        img = lab = None
-        if image_key:
-            img = load_volume(item[image_key])
-            check_image(img, str(item[image_key]), spatial_dims, channels=image_channels, require_contrast=True)
-        if label_key:
-            lab = load_volume(item[label_key])
-            check_label(lab, str(item[label_key]), label_values, spatial_dims, require_foreground=require_foreground)
-        if img is not None and lab is not None:
-            check_pair(img, lab, str(item[image_key]), str(item[label_key]))
-        out.append(dict(item))
-    return out
+        first = next(_entry_problems(item, image_key, label_key, spatial_dims, label_values, require_foreground,
+                                     image_channels), None)
+        if first is not None:
+            raise first
+    return [dict(item) for item in items]
 
 
 def datalist_problems(
@@ -270,27 +289,8 @@ def datalist_problems(
 ) -> list[VolganDataError]:
     """Every problem of every entry (``volgan check-data``): each image and each label map checked on its own, the
     pair when both pass; one ``VolganDataError`` per problem, in datalist order ([] when all are fine)."""
-    problems: list[VolganDataError] = []
-    for item in items:
-        checked = {}
-        for key, check in ((image_key, "image"), (label_key, "label")):
-            if not key:
-                continue
-            try:
-                vol = load_volume(item[key])
-                if check == "image":
-                    check_image(vol, str(item[key]), spatial_dims, channels=image_channels, require_contrast=True)
-                else:
-                    check_label(vol, str(item[key]), label_values, spatial_dims, require_foreground=require_foreground)
-                checked[check] = vol
-            except VolganDataError as e:
-                problems.append(e)
-        if len(checked) == 2:
-            try:
-                check_pair(checked["image"], checked["label"], str(item[image_key]), str(item[label_key]))
-            except VolganDataError as e:
-                problems.append(e)
-    return problems
+    return [e for item in items for e in _entry_problems(item, image_key, label_key, spatial_dims, label_values,
+                                                         require_foreground, image_channels)]
 
 
 class ValidateVolumed(MapTransform):
