@@ -217,16 +217,19 @@ def _load_set(source: Any, what: str, label_values: Sequence[int] | None, spatia
     return validate_datalist(items, label_values=label_values, spatial_dims=spatial_dims)
 
 
-def _features(sets: Mapping[str, list], extractor: Callable) -> dict[str, dict[str, torch.Tensor]]:
-    out: dict[str, dict[str, torch.Tensor]] = {}
+def _features(vols: Sequence[tuple[np.ndarray, np.ndarray]], extractor: Callable) -> dict[str, list[torch.Tensor]]:
+    """Per plane, one (slices, F) feature tensor per volume (in order)."""
+    per_plane: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        for name, vols in sets.items():
-            per_plane: dict[str, list[torch.Tensor]] = {}
-            for vol, lab in vols:
-                for plane, slices in planes_25d(vol, lab).items():
-                    per_plane.setdefault(plane, []).append(torch.as_tensor(extractor(slices)).float().cpu())
-            out[name] = {p: torch.cat(f) for p, f in per_plane.items()}
-    return out
+        for vol, lab in vols:
+            for plane, slices in planes_25d(vol, lab).items():
+                per_plane.setdefault(plane, []).append(torch.as_tensor(extractor(slices)).float().cpu())
+    return per_plane
+
+
+def _pick(per_plane: Mapping[str, list[torch.Tensor]], cases: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The features of ``cases``, concatenated per plane."""
+    return {p: torch.cat([f[c] for c in cases]) for p, f in per_plane.items()}
 
 
 def distribution_metrics(real: Any, synthetic: Any, extractor: Callable | None = None, segmentor: Any = None,
@@ -252,24 +255,19 @@ def distribution_metrics(real: Any, synthetic: Any, extractor: Callable | None =
         features = features or f"RandomConvFeatures(seed={seed}, width=16): a seeded random-weight 2D CNN"
     r_vols = [normalised_volume(it["image"], it["label"]) for it in r_items]
     s_vols = [normalised_volume(it["image"], it["label"]) for it in s_items]
-    comparisons = {"synthetic vs real": (r_vols, s_vols)}
-    if len(r_vols) >= 4:
+    real_f, synth_f = _features(r_vols, extractor), _features(s_vols, extractor)
+    real_r = [radiomics_features(v, y) for v, y in r_vols] if radiomics else None
+    synth_r = [radiomics_features(v, y) for v, y in s_vols] if radiomics else None
+    all_real, all_synth = list(range(len(r_vols))), list(range(len(s_vols)))
+    # (features, radiomics) of the two sets each comparison sets against each other
+    comparisons = {"synthetic vs real": ((_pick(real_f, all_real), real_r), (_pick(synth_f, all_synth), synth_r))}
+    if len(r_vols) >= 4:  # the noise floor: two halves of the real cases
         perm = np.random.RandomState(seed).permutation(len(r_vols))
-        half = len(r_vols) // 2
-        comparisons["real half vs half"] = ([r_vols[i] for i in perm[:half]], [r_vols[i] for i in perm[half:]])
-    feats = _features({"real": r_vols, "synthetic": s_vols}, extractor)
-    rad = {"real": [radiomics_features(v, y) for v, y in r_vols], "synthetic": [radiomics_features(v, y) for v, y in
-                                                                             s_vols]} if radiomics else None
-    index = {id(v): k for k, (v, _) in enumerate(r_vols)}
+        ia, ib = list(perm[: len(r_vols) // 2]), list(perm[len(r_vols) // 2:])
+        comparisons["real half vs half"] = tuple(
+            (_pick(real_f, idx), [real_r[i] for i in idx] if real_r else None) for idx in (ia, ib))
     rows: dict[str, dict[str, float]] = {}
-    for name, (a, b) in comparisons.items():
-        if name == "synthetic vs real":
-            fa, fb = feats["real"], feats["synthetic"]
-            ra, rb = (rad["real"], rad["synthetic"]) if rad else (None, None)
-        else:  # the real halves: the real set's features, split by case
-            ia, ib = [index[id(v)] for v, _ in a], [index[id(v)] for v, _ in b]
-            fa, fb = _split_features(feats["real"], r_vols, ia), _split_features(feats["real"], r_vols, ib)
-            ra, rb = ([rad["real"][i] for i in ia], [rad["real"][i] for i in ib]) if rad else (None, None)
+    for name, ((fa, ra), (fb, rb)) in comparisons.items():
         row = {}
         for plane in fa:
             row[f"FID {plane}"] = frechet_distance(fa[plane], fb[plane])
@@ -279,21 +277,11 @@ def distribution_metrics(real: Any, synthetic: Any, extractor: Callable | None =
         if name == "synthetic vs real":  # diversity: within each set (copies / mode collapse: towards 1)
             row["MS-SSIM among synthetic"] = ms_ssim_diversity([v for v, _ in s_vols], seed=seed)
             row["MS-SSIM among real"] = ms_ssim_diversity([v for v, _ in r_vols], seed=seed)
-        if rad:
+        if radiomics:
             row["FRD"] = _frd(ra, rb)
         rows[name] = row
     return {"rows": rows, "n_real": len(r_vols), "n_synthetic": len(s_vols), "features": features,
             "radiomics": radiomics_backend() if radiomics else None, "seed": int(seed)}
-
-
-def _split_features(per_plane: Mapping[str, torch.Tensor], vols: list, cases: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The rows of ``per_plane`` (cases concatenated in order) that belong to ``cases``."""
-    out = {}
-    for plane, f in per_plane.items():
-        counts = [len(planes_25d(v, y)[plane]) for v, y in vols]
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        out[plane] = torch.cat([f[starts[c]:starts[c + 1]] for c in cases])
-    return out
 
 
 def quality_report(result: Mapping[str, Any], output_dir: str | os.PathLike) -> str:
