@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 __all__ = ["sync", "machine_line", "load_line", "md_table", "median", "short_error", "PeakMemory", "rss_mb",
-           "timed_iterations", "fit_exponent"]
+           "timed_iterations", "fit_exponent", "count_flops", "DeviceClock", "trainer_seconds_per_it"]
 
 
 def sync(device: torch.device) -> None:
@@ -79,13 +79,15 @@ class PeakMemory:
     ``ru_maxrss``, a peak since the process started); on CUDA also ``torch.cuda.max_memory_allocated``.
 
     After the block: ``peak_mb`` (peak RSS), ``growth_mb`` (peak RSS minus the RSS at entry), ``gpu_peak_mb``
-    (CUDA only, else None) and ``exact`` (whether the RSS peak could be reset at entry).
+    (CUDA only, else None), ``gpu_base_mb`` (allocated at entry: ``gpu_peak_mb - gpu_base_mb`` is what the block
+    added) and ``exact`` (whether the RSS peak could be reset at entry).
     """
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
         self.peak_mb = self.growth_mb = float("nan")
         self.gpu_peak_mb: float | None = None
+        self.gpu_base_mb: float | None = None
         self.exact = False
 
     @staticmethod
@@ -108,6 +110,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            self.gpu_base_mb = torch.cuda.memory_allocated() / 2**20
         return self
 
     def __exit__(self, *exc) -> None:
@@ -139,3 +142,68 @@ def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
     den = sum((a - mx) ** 2 for a in lx)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of ``fn``, by the rules of ``torch.utils.flop_counter`` (``flop_registry``: matmuls and
+    convolutions, forward and backward, 2 FLOPs per multiply-add, from the shapes; elementwise ops and normalisation
+    count 0). A plain dispatch mode rather than ``FlopCounterMode``, whose module tracker's backward hooks break
+    ``torch.autograd.grad`` (the gradient penalty's double backward)."""
+    from torch.utils.flop_counter import TorchDispatchMode, flop_registry
+
+    class _Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            rule = flop_registry.get(func._overloadpacket)
+            if rule is not None:
+                self.total += int(rule(*args, **kwargs, out_val=out))
+            return out
+
+    with _Count() as counter:
+        fn()
+    return counter.total
+
+
+class DeviceClock:
+    """Elapsed time between ``mark()`` calls without a host sync in between: CUDA events on a GPU (the stream's own
+    timeline, so a host stall shows as idle GPU time), ``time.perf_counter`` on a CPU. ``seconds()`` synchronises
+    once and returns the intervals between consecutive marks."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append(ev)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def trainer_seconds_per_it(trainer, warmup: int, device: torch.device) -> float:
+    """Run an ignite trainer; mean seconds per iteration after ``warmup`` (>= 1) iterations, timed without a host
+    sync inside the run (``DeviceClock`` marks at the end of iteration ``warmup`` and after the run), so that the
+    host syncs the trainer itself makes are part of what is measured."""
+    from ignite.engine import Events
+
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1, got {warmup}")
+    clock = DeviceClock(device)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=warmup), lambda _: clock.mark())
+    trainer.run()
+    clock.mark()
+    timed = trainer.state.iteration - warmup
+    if timed < 1 or len(clock.marks) != 2:
+        raise ValueError(f"the trainer ran {trainer.state.iteration} iterations: need more than warmup={warmup}")
+    return clock.seconds()[0] / timed

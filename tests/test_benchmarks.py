@@ -53,3 +53,30 @@ def test_bench_training_rejects_unknown_section():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--sections", "nope"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "unknown section" in r.stderr
+
+
+def _bench_module(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def test_bench_peers_quick_prints_ratios_with_spread(capsys):
+    _bench_module("bench_peers").main(["--quick", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "failed" not in out, out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| P")]
+    assert [r[1].strip().split(":")[0] for r in rows] == ["P5 WGAN-GP", "P2 cycle/shape joint step"]
+    for r in rows:  # median ratio and its min .. max over the repeats
+        lo, hi = (float(x) for x in r[7].split(".."))
+        assert lo <= float(r[6]) <= hi and int(r[8]) == 2
+
+
+def test_bench_flops_quick_counts_the_gradient_penalty_and_fits_slopes(capsys):
+    _bench_module("bench_flops").main(["--quick", "--sections", "peak,mfu,scaling", "--methods", "wgan_p5",
+                                       "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "failed" not in out, out
+    assert "| conv3d | fp32 |" in out and "| WGAN-GP pairs (P5) | 32^2 | 2 | fp32 |" in out
+    assert "training (MM-GAN trainer, G+D step): time ~ voxels^" in out and "synthesis (G forward" in out
