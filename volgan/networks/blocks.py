@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-__all__ = ["apply_spectral_norm", "has_spectral_norm", "SNConvolution", "UpsampleConv", "conv_modules"]
+__all__ = ["apply_spectral_norm", "has_spectral_norm", "without_spectral_norm", "SNConvolution", "UpsampleConv",
+           "conv_modules"]
 
 
 def conv_modules(module: nn.Module) -> list[nn.Module]:
@@ -33,6 +37,25 @@ def apply_spectral_norm(module: nn.Module, n_power_iterations: int = 1) -> nn.Mo
         if not has_spectral_norm(conv):
             spectral_norm(conv, n_power_iterations=n_power_iterations)
     return module
+
+
+def without_spectral_norm(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose spectral-norm parametrisations are folded into plain weights (``W / sigma`` with
+    the stored power-iteration vectors, as in eval mode); ``module`` is untouched. TorchScript cannot script
+    parametrised modules: the networks' ``__prepare_scriptable__`` hands ``torch.jit.script`` (and MONAI's
+    ``ckpt_export``) this copy, so the exported module holds the trained weights as plain tensors."""
+    out = copy.deepcopy(module)
+    training = out.training
+    out.eval()  # sigma from the stored u, v: no power-iteration step while folding
+    with torch.no_grad():
+        for conv in conv_modules(out):
+            if has_spectral_norm(conv):
+                # deepcopy shares the injected Parametrized* class, whose property removal would break `module`
+                cls = type(conv)
+                conv.__class__ = type(cls.__name__, cls.__bases__,
+                                      {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")})
+                parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    return out.train(training)
 
 
 class SNConvolution(Convolution):
@@ -79,15 +102,15 @@ class UpsampleConv(nn.Module):
         if mode not in ("linear", "nearest"):
             raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
         self.mode = {"linear": {2: "bilinear", 3: "trilinear"}[spatial_dims], "nearest": "nearest"}[mode]
-        self.scale_factor = scale_factor
+        self.align_corners: Optional[bool] = None if self.mode == "nearest" else False
+        self.scale_factor = float(scale_factor)
         self.conv = SNConvolution(
             spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act=act, norm=norm, spectral=spectral
         )
 
-    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-        align = {"align_corners": False} if self.mode != "nearest" else {}
+    def forward(self, x: torch.Tensor, size: Optional[List[int]] = None) -> torch.Tensor:
         if size is not None:
-            x = F.interpolate(x, size=tuple(size), mode=self.mode, **align)
+            x = F.interpolate(x, size=[int(s) for s in size], mode=self.mode, align_corners=self.align_corners)
         else:
-            x = F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, **align)
+            x = F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
         return self.conv(x)

@@ -7,6 +7,7 @@ the U-Net itself comes from MONAI (``make_segmentor("unet")``). Capacity: PSP < 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -20,10 +21,10 @@ from volgan.networks.definition import records_definition
 __all__ = ["SegEncoder", "RefineNet", "PSPNet", "CENet", "DACBlock", "RMPBlock", "make_segmentor"]
 
 
-def _interp(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+def _interp(x: torch.Tensor, size: List[int], mode: str) -> torch.Tensor:
     if mode == "nearest":
-        return F.interpolate(x, size=tuple(size), mode="nearest")
-    return F.interpolate(x, size=tuple(size), mode={4: "bilinear", 5: "trilinear"}[x.ndim], align_corners=False)
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode="bilinear" if x.dim() == 4 else "trilinear", align_corners=False)
 
 
 class SegEncoder(nn.Module):
@@ -42,8 +43,8 @@ class SegEncoder(nn.Module):
             cin = c
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        feats: List[torch.Tensor] = []
         for i, level in enumerate(self.levels):
             x = level(x if i == 0 else self.pool(x))
             feats.append(x)
@@ -76,7 +77,7 @@ class _RefineUnit(nn.Module):
         self.crp = nn.ModuleList(conv(c, c, 3, padding=1) for _ in range(2))
         self.out = _RCU(spatial_dims, c)
 
-    def forward(self, skip: torch.Tensor, coarse: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, skip: torch.Tensor, coarse: Optional[torch.Tensor]) -> torch.Tensor:
         x = self.fuse_skip(self.rcu(self.adapt(skip)))
         if coarse is not None and self.fuse_coarse is not None:
             x = x + _interp(self.fuse_coarse(coarse), x.shape[2:], "linear")
@@ -105,9 +106,10 @@ class RefineNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
-        y = None
-        for unit, f in zip(self.units, reversed(feats)):
-            y = unit(f, y)
+        y: Optional[torch.Tensor] = None
+        for i, unit in enumerate(self.units):  # coarse to fine
+            y = unit(feats[len(feats) - 1 - i], y)
+        assert y is not None
         return self.head(y)
 
 
@@ -174,7 +176,7 @@ class DACBlock(nn.Module):
         self.b4 = nn.Sequential(atrous(1), atrous(3), atrous(5), conv(c, c, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + sum(F.relu(b(x)) for b in (self.b1, self.b2, self.b3, self.b4))
+        return x + F.relu(self.b1(x)) + F.relu(self.b2(x)) + F.relu(self.b3(x)) + F.relu(self.b4(x))
 
 
 class RMPBlock(nn.Module):
@@ -185,16 +187,17 @@ class RMPBlock(nn.Module):
         super().__init__()
         pool = Pool[Pool.MAX, spatial_dims]
         self.pools = nn.ModuleList(pool(kernel_size=k, stride=k) for k in kernels)
+        self.kernels = [int(k) for k in kernels]
         self.conv = Conv[Conv.CONV, spatial_dims](c, 1, 1)
         self.out_channels = c + len(kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        maps = []
-        for p in self.pools:
-            y = p(x) if all(s >= p.kernel_size for s in size) else x  # tiny inputs: skip pooling beyond the size
+        maps = [x]
+        for i, p in enumerate(self.pools):
+            y = p(x) if min(size) >= self.kernels[i] else x  # tiny inputs: skip pooling beyond the size
             maps.append(_interp(self.conv(y), size, "linear"))
-        return torch.cat([x, *maps], 1)
+        return torch.cat(maps, 1)
 
 
 class CENet(nn.Module):
@@ -222,6 +225,7 @@ class CENet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         y = self.reduce(self.rmp(self.dac(feats[-1])))
-        for dec, skip in zip(self.decoders, reversed(feats[:-1])):
+        for i, dec in enumerate(self.decoders):  # coarse to fine, skip additions
+            skip = feats[len(feats) - 2 - i]
             y = dec(_interp(y, skip.shape[2:], "linear")) + skip
         return self.head(y)

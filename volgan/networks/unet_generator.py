@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import itertools
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Pool
 
 from volgan.errors import VolganConfigError
-from volgan.networks.blocks import SNConvolution, UpsampleConv, apply_spectral_norm
+from volgan.networks.blocks import (SNConvolution, UpsampleConv, apply_spectral_norm, conv_modules, has_spectral_norm,
+                                   without_spectral_norm)
 from volgan.networks.definition import records_definition
 
 __all__ = ["SNUNetGenerator", "cycle_generator", "running_stats_norm"]
@@ -132,14 +134,23 @@ class SNUNetGenerator(nn.Module):
         self.output_block = nn.Sequential(out_conv, Act[output_act]() if output_act else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(f"expected a {self.spatial_dims + 2}-d tensor (B, C, spatial...), got shape {tuple(x.shape)}")
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"expected a {self.spatial_dims + 2}-d tensor (B, C, spatial...), got shape {x.shape}")
         size = x.shape[2:]
-        pad = [(-int(s)) % self.align for s in size]
-        if any(pad):  # F.pad lists the last axis first
-            x = F.pad(x, [p for a in reversed(pad) for p in (0, a)], mode="replicate")
-        y = self._forward(x)
-        return y[(slice(None), slice(None), *(slice(0, int(s)) for s in size))] if any(pad) else y
+        padding: List[int] = []  # F.pad lists the last axis first
+        for d in range(len(size) - 1, -1, -1):
+            padding += [0, (-size[d]) % self.align]
+        if sum(padding) == 0:
+            return self._forward(x)
+        y = self._forward(F.pad(x, padding, mode="replicate"))
+        for d in range(len(size)):
+            y = y.narrow(d + 2, 0, size[d])
+        return y
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` (MONAI's ``ckpt_export``) gets a copy with plain weights: spectral-norm
+        parametrisations cannot be scripted (``volgan.networks.blocks.without_spectral_norm``)."""
+        return without_spectral_norm(self) if any(has_spectral_norm(c) for c in conv_modules(self)) else self
 
     @torch.no_grad()
     def forward_tiled(self, x: torch.Tensor, tile: int | Sequence[int] = 64, store: torch.device | str | None = None
