@@ -430,7 +430,8 @@ def _run_pipeline(pipeline: str, ds: Path, corpus, out: Path):
         return _parse("mmgan_label2mri_3d", ["train#datalist"], dataset_dir=str(ds), output_dir=str(out))
     if pipeline == "cycleshape":
         return _parse("cycleshape_ct_mri_3d", ["train#check", "train#dataset_a", "train#dataset_b"],
-                      domain_a=str(ds), domain_b=str(corpus["good_b"]), patch_size=[16, 16, 16], output_dir=str(out))
+                      domain_a=str(ds), domain_b=str(corpus["good_b"]), patch_size=[16, 16, 16], output_dir=str(out),
+                      label_map_a={1: 1, 2: 2, 3: 3, 4: 4}, label_map_b={1: 1, 2: 2, 3: 3, 4: 4})
     if pipeline == "gan_pretrain_2d":
         return _parse("gan_pretrain_seg_2d", ["slices"], dataset_dir=str(ds), output_dir=str(out), input_dims=3,
                       image_size=[32, 32])

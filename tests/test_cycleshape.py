@@ -12,7 +12,7 @@ from tests.conftest import tiny_case, torchrun_bundle
 from volgan.bundle import run_bundle
 from volgan.data import check_unpaired, load_datalist
 from volgan.engines import CycleShapeEvents, CycleShapeTrainer
-from volgan.errors import VolganDataError
+from volgan.errors import VolganConfigError, VolganDataError
 from volgan.losses import CycleConsistencyLoss, ShapeConsistencyLoss
 from volgan.networks import PatchDiscriminator, conv_modules, cycle_generator, make_segmentor
 
@@ -46,9 +46,11 @@ def domains(tmp_path):
     return _domain(tmp_path, "ct", 3, lambda x: 2 * x - 1000, seed=0), _domain(tmp_path, "mr", 2, lambda x: x, seed=1)
 
 
+#: the test domains' ids (CT_LUT) -> the shared space: P2's label maps have no default (#21)
+SHARED = {1: 1, 2: 2, 3: 3, 5: 4}
 TINY = dict(device="cpu", patch_size=[16, 16, 16], gen_channels=[8, 16, 32, 32], disc_channels=[8, 16, 16, 16],
             disc_strides=[2, 2, 1, 1], seg_channels=[8, 16, 32, 64], log_interval=1, image_interval=1, amp=False,
-            pool_size=2)
+            pool_size=2, label_map_a=SHARED, label_map_b=SHARED)
 
 
 @pytest.mark.parametrize("dims,shape", [(3, (16, 24, 16)), (2, (32, 24))])
@@ -175,6 +177,14 @@ def test_unpaired_data_errors(tmp_path, domains):
     two_d = _domain(tmp_path, "mr2d", 1, lambda x: x, shape=(24, 24, 16), dims=2)
     with pytest.raises(VolganDataError, match="expected 3 spatial dims"):
         check_unpaired(ia, load_datalist(two_d), m, m)
+    # no default mapping (#21): unrelated ids of two datasets are never merged silently; one line names the option
+    with pytest.raises(VolganConfigError, match="--label_map_b is not set"):
+        check_unpaired(ia, ib, m, None)
+    no_maps = {k: v for k, v in TINY.items() if not k.startswith("label_map")}
+    with pytest.raises(VolganConfigError, match="--label_map_a is not set: give the mapping"):
+        run_bundle("cycleshape_ct_mri_3d", "train", domain_a=str(a), domain_b=str(b), output_dir=str(tmp_path / "y"),
+                   max_epochs=1, **no_maps)
+    assert not (tmp_path / "y" / "checkpoint_1.pt").exists()
     nolabel = tmp_path / "nolabel.json"
     nolabel.write_text(json.dumps({"training": [{"image": ib[0]["image"]}]}), encoding="utf-8")
     with pytest.raises(VolganDataError, match="has no 'label'"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -12,10 +13,12 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 
 from volgan.config import as_bool
-from volgan.data.validate import source_path
+from volgan.data.conventions import LabelConvention
+from volgan.data.masks import find_brain_mask, head_mask
+from volgan.data.validate import load_volume, source_path
 from volgan.errors import VolganDataError
 
-__all__ = ["BrainAsLabeld", "LoadOptionalImaged", "ForegroundNormalized", "ToPseudoIntensityd", "SelectChanneld",
+__all__ = ["BrainLabeld", "BrainAsLabeld", "LoadOptionalImaged", "ForegroundNormalized", "ToPseudoIntensityd", "SelectChanneld",
            "same_type_as", "plain_tensor", "stored_label_values", "synthesised_channels"]
 
 #: BraTS label values on disk (1 necrosis, 2 oedema, 4 enhancing); MM-GAN adds 3 = rest of the brain
@@ -55,13 +58,13 @@ def same_type_as(new: np.ndarray, ref: Any) -> Any:
 
 
 def stored_label_values(label_values: Sequence[int], label_mapping: Mapping[Any, int] | None = None,
-                        brain_as_label: Any = False) -> list[int]:
+                        brain_as_label: Any = False, brain_mask: Any = None) -> list[int]:
     """The label values the files on disk may hold, given what the method works with (MM-GAN's ``label_values``):
-    the keys of ``label_mapping`` when one is given, BraTS' raw {0, 1, 2, 4} with ``brain_as_label`` (label 3 is
-    added from the image), else ``label_values`` themselves."""
+    the keys of ``label_mapping`` when one is given, BraTS' raw {0, 1, 2, 4} with ``brain_as_label`` or
+    ``brain_mask`` (label 3 is added from the image or the mask), else ``label_values`` themselves."""
     if label_mapping:
         return sorted(int(k) for k in label_mapping)
-    return list(BRATS_RAW_LABELS) if as_bool(brain_as_label) else [int(v) for v in label_values]
+    return list(BRATS_RAW_LABELS) if as_bool(brain_as_label) or brain_mask else [int(v) for v in label_values]
 
 
 def synthesised_channels(image_channels: int | None = None, modality: int | None = None) -> int:
@@ -90,28 +93,81 @@ class SelectChanneld(MapTransform):
         return d
 
 
-class BrainAsLabeld(MapTransform):
-    """Label every brain voxel without a tumour label as ``brain_label`` (MM-GAN Sec. V-A: label 3 = rest of brain).
+class BrainLabeld(MapTransform):
+    """MM-GAN's "rest of the brain" label (P1 Sec. V-A: ``brain_label`` 3) from one explicit source, then the
+    bundle's label convention checked, with the same rule in training and synthesis.
 
-    A voxel is brain when the image is non-zero (skull-stripped BraTS volumes are 0 outside the brain) in any
-    channel of ``image_key`` and the label map is 0 there.
+    The source, in this order: the item's ``mask_key`` entry (a mask file or array, e.g. a datalist's
+    ``brain_mask``); ``brain_mask`` (a mask file, or a folder of ``<case>_brain_mask`` files:
+    ``volgan.data.masks.find_brain_mask``); with ``brain_as_label``, ``head_mask`` of the item's ``image_key``
+    (skull-stripped scans: the brain; raw scans: the head). Label-0 voxels inside the mask become ``brain_label``;
+    a label map that already holds it is refused. Without a source, the label maps must already hold it: with
+    ``convention`` (``volgan.data.label_convention``), a label map missing a required value of ``label_values``
+    is one ``VolganDataError`` naming the options that fix it.
     """
 
     def __init__(self, keys: KeysCollection = "label", image_key: str = "image", brain_label: int = 3,
-                 threshold: float = 0.0, allow_missing_keys: bool = False):
+                 brain_as_label: Any = False, brain_mask: str | os.PathLike | None = None,
+                 mask_key: str = "brain_mask", convention: LabelConvention | None = None,
+                 label_values: Sequence[int] | None = None, threshold: float | None = None,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
-        self.image_key, self.brain_label, self.threshold = image_key, int(brain_label), float(threshold)
+        self.image_key, self.brain_label, self.mask_key = image_key, int(brain_label), mask_key
+        self.brain_as_label, self.brain_mask = as_bool(brain_as_label), (str(brain_mask) if brain_mask else None)
+        self.convention, self.label_values = convention, label_values
+        self.threshold = None if threshold is None else float(threshold)
+
+    def _mask(self, d: Mapping[Hashable, Any], key: Hashable, lab: np.ndarray) -> np.ndarray | None:
+        given = d.get(self.mask_key)
+        if given is None and self.brain_mask:
+            given = find_brain_mask(self.brain_mask, source_path(d[key]))
+        if given is not None:
+            where = str(given) if isinstance(given, (str, os.PathLike)) else source_path(given)
+            given = load_volume(given) if isinstance(given, (str, os.PathLike)) else given
+            if isinstance(given, MetaTensor) and isinstance(d[key], MetaTensor) and not torch.allclose(
+                    given.affine.double(), d[key].affine.double(), atol=1e-3):
+                raise VolganDataError(where, f"brain mask's affine differs from label map {source_path(d[key])}'s")
+            mask = np.asarray(given)
+            mask = mask.reshape(mask.shape[:lab.ndim - 1]) if mask.ndim == lab.ndim and mask.shape[-1] == 1 else mask
+            mask = mask[0] if mask.ndim == lab.ndim else mask
+            if mask.shape != lab.shape[1:]:
+                raise VolganDataError(where, f"brain mask of shape {mask.shape} does not match label map "
+                                      f"{source_path(d[key])} of shape {lab.shape[1:]}")
+            return mask > 0
+        if not self.brain_as_label:
+            return None
+        image = np.asarray(d[self.image_key])
+        if self.threshold is not None:
+            return np.any(np.abs(image) > self.threshold, axis=0)
+        return head_mask(image)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
-        brain = np.any(np.abs(np.asarray(d[self.image_key])) > self.threshold, axis=0, keepdims=True)
         for key in self.key_iterator(d):
             lab = np.asarray(d[key])
-            if np.any(lab == self.brain_label):
-                raise VolganDataError(source_path(d[key]), f"already contains label {self.brain_label}; "
-                                      "it is reserved for 'rest of the brain'")
-            d[key] = same_type_as(np.where((lab == 0) & brain, self.brain_label, lab), d[key])
+            mask = self._mask(d, key, lab)
+            if mask is not None:
+                if np.any(lab == self.brain_label):
+                    raise VolganDataError(source_path(d[key]), f"already contains label {self.brain_label}; it is "
+                                          "reserved for 'rest of the brain' (added by --brain_as_label / "
+                                          "--brain_mask: drop that option, or relabel)")
+                lab = np.where((lab == 0) & mask[None], self.brain_label, lab)
+                d[key] = same_type_as(lab, d[key])
+            if self.convention is not None:
+                self.convention.check(np.unique(lab), source_path(d[key]), self.label_values)
         return d
+
+
+class BrainAsLabeld(BrainLabeld):
+    """``BrainLabeld`` from the image: label-0 voxels of the head mask become ``brain_label`` (MM-GAN Sec. V-A).
+
+    ``threshold`` ``None`` (default): ``volgan.data.masks.head_mask`` (constant background or 3-class Otsu, largest
+    component, holes filled); a number: the voxels with ``|image| > threshold`` in any channel (volgan < 0.2)."""
+
+    def __init__(self, keys: KeysCollection = "label", image_key: str = "image", brain_label: int = 3,
+                 threshold: float | None = None, allow_missing_keys: bool = False):
+        super().__init__(keys, image_key, brain_label, brain_as_label=True, threshold=threshold,
+                         allow_missing_keys=allow_missing_keys)
 
 
 class ForegroundNormalized(MapTransform):

@@ -27,7 +27,7 @@ from volgan.data.validate import ValidateVolumed, check_image, check_label, chec
 from volgan.errors import VolganConfigError, VolganDataError
 
 __all__ = ["MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",
-           "shared_label_mapping"]
+           "require_label_map", "shared_label_mapping"]
 
 
 def shared_label_mapping(names: Mapping[Any, str], classes: Sequence[str]) -> dict[int, int]:
@@ -73,15 +73,31 @@ class MapToSharedLabelsd(MapTransform):
         return d
 
 
-def check_unpaired(a_items: Sequence[Mapping], b_items: Sequence[Mapping], map_a: Mapping, map_b: Mapping,
-                   spatial_dims: int = 3) -> None:
+def require_label_map(mapping: Mapping[Any, int] | None, option: str) -> dict[int, int]:
+    """A domain's ``{domain id: shared id}`` mapping, or one line saying how to give it: P2 compares label maps of
+    two datasets whose ids rarely mean the same (TotalSegmentator CT and MR ids differ; a lung tumour 1 and a
+    brain tumour 1 are not one class), so there is no default mapping (issue #21)."""
+    if mapping is None:
+        raise VolganConfigError(
+            f"--{option} is not set: give the mapping from this domain's label ids to the shared classes, e.g. "
+            f"--{option} \"{{5: 1, 1: 2}}\" (liver, spleen), or derive it from label names with "
+            "volgan.data.shared_label_mapping(names, classes); ids not listed become background")
+    try:
+        return {int(k): int(v) for k, v in dict(mapping).items()}
+    except (TypeError, ValueError) as e:
+        raise VolganConfigError(f"--{option} must map label ids to shared ids (integers), got {mapping!r}") from e
+
+
+def check_unpaired(a_items: Sequence[Mapping], b_items: Sequence[Mapping], map_a: Mapping | None,
+                   map_b: Mapping | None, spatial_dims: int = 3) -> None:
     """Both domains, before anything is cached or trained: every image and label map readable and checked
     (``check_image``/``check_label``/``check_pair``: dims, NaN/Inf, one-channel integer labels, matching geometry),
     the same number of spatial dims, and some shared-class foreground after mapping (else the label spaces do not
     match: give the mappings). Label values outside a mapping are allowed (they become background)."""
-    for name, items, mapping in (("A", a_items, map_a), ("B", b_items, map_b)):
+    maps = {"A": require_label_map(map_a, "label_map_a"), "B": require_label_map(map_b, "label_map_b")}
+    for name, items, mapping in (("A", a_items, maps["A"]), ("B", b_items, maps["B"])):
         found = set()
-        keys = {int(k): int(v) for k, v in dict(mapping).items()}
+        keys = mapping
         for it in items:
             img = load_volume(it["image"])
             nd = img.ndim - (1 if img.ndim == spatial_dims + 1 and img.shape[-1] == 1 else 0)
@@ -157,12 +173,15 @@ def intensity_transform(keys: KeysCollection, spec: Mapping[str, Any]):
 
 def domain_transforms(intensity: Mapping[str, Any], mapping: Mapping[Any, int] | None, num_classes: int,
                       patch_size: Sequence[int] | None = None, spatial_dims: int = 3, label: bool = True,
-                      unmapped: str = "background"):
+                      unmapped: str = "background", option: str = "label_map"):
     """One domain's pipeline: load, check, shared labels, intensities to [-1, 1]; with ``patch_size`` a padded,
     foreground-balanced random crop (``RandCropByLabelClassesd``). ``label="optional"``: a label is used when the
-    item has one (inference on images with or without labels)."""
+    item has one (inference on images with or without labels; labels are mapped only when a mapping is given);
+    with labels, ``mapping`` is required (``require_label_map``; ``option`` names it in the error)."""
 
     optional = label == "optional"
+    if label and not optional:
+        mapping = require_label_map(mapping, option)
     keys = ["image", "label"] if label else ["image"]
     load = dict(image_only=True, ensure_channel_first=True)
     xf: list = [LoadImaged(keys="image", **load), LoadOptionalImaged(keys="label", **load)] if optional \

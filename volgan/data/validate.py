@@ -15,6 +15,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
+from volgan.data.conventions import LabelConvention
 from volgan.data.datalist import VOLUME_SUFFIXES, is_dicom_dir, volume_suffix
 from volgan.errors import VolganDataError
 
@@ -232,9 +233,11 @@ def check_pair(image: torch.Tensor, label: torch.Tensor, image_path: str | None 
 
 def _entry_problems(item: Mapping[str, Any], image_key: str | None, label_key: str | None, spatial_dims: int,
                     label_values: Iterable[int] | None, require_foreground: bool,
-                    image_channels: int | None) -> Iterator[VolganDataError]:
-    """The problems of one entry, lazily: the image, then the label map (each on its own), then the pair when both
-    pass. Stopping at the first is ``validate_datalist``; collecting them all is ``datalist_problems``."""
+                    image_channels: int | None, convention: LabelConvention | None = None,
+                    brain_added: bool = False) -> Iterator[VolganDataError]:
+    """The problems of one entry, lazily: the image, then the label map (each on its own, the label map also against
+    the bundle's ``convention``), then the pair when both pass. Stopping at the first is ``validate_datalist``;
+    collecting them all is ``datalist_problems``."""
     checked = {}
     for key, kind in ((image_key, "image"), (label_key, "label")):
         if not key:
@@ -245,6 +248,9 @@ def _entry_problems(item: Mapping[str, Any], image_key: str | None, label_key: s
                 check_image(vol, str(item[key]), spatial_dims, channels=image_channels, require_contrast=True)
             else:
                 check_label(vol, str(item[key]), label_values, spatial_dims, require_foreground=require_foreground)
+                if convention is not None:
+                    convention.check(torch.unique(torch.as_tensor(vol)).tolist(), str(item[key]),
+                                     added=brain_added or "brain_mask" in item)
             checked[kind] = vol
         except VolganDataError as e:
             yield e
@@ -263,16 +269,20 @@ def validate_datalist(
     label_values: Iterable[int] | None = None,
     require_foreground: bool = True,
     image_channels: int | None = None,
+    convention: LabelConvention | None = None,
+    brain_added: bool = False,
 ) -> list[dict]:
     """Load and check every entry (image, label, pair) before anything is trained or written; returns the items.
     The first problem is raised.
 
     ``image_channels``: modalities stacked on the last axis of 4D images (e.g. 4 for decathlon BraTS);
-    ``None`` accepts single-channel volumes only.
+    ``None`` accepts single-channel volumes only. ``convention``: the bundle's label convention
+    (``volgan.data.label_convention``), its required labels added by the run when ``brain_added`` (or the entry's
+    ``brain_mask``).
     """
     for item in items:
         first = next(_entry_problems(item, image_key, label_key, spatial_dims, label_values, require_foreground,
-                                     image_channels), None)
+                                     image_channels, convention, brain_added), None)
         if first is not None:
             raise first
     return [dict(item) for item in items]
@@ -286,11 +296,15 @@ def datalist_problems(
     label_values: Iterable[int] | None = None,
     require_foreground: bool = True,
     image_channels: int | None = None,
+    convention: LabelConvention | None = None,
+    brain_added: bool = False,
 ) -> list[VolganDataError]:
-    """Every problem of every entry (``volgan check-data``): each image and each label map checked on its own, the
-    pair when both pass; one ``VolganDataError`` per problem, in datalist order ([] when all are fine)."""
+    """Every problem of every entry (``volgan check-data``): each image and each label map checked on its own (and
+    against ``convention``, as ``validate_datalist``), the pair when both pass; one ``VolganDataError`` per problem,
+    in datalist order ([] when all are fine)."""
     return [e for item in items for e in _entry_problems(item, image_key, label_key, spatial_dims, label_values,
-                                                         require_foreground, image_channels)]
+                                                         require_foreground, image_channels, convention,
+                                                         brain_added)]
 
 
 class ValidateVolumed(MapTransform):

@@ -22,6 +22,10 @@ def synthesize(input: Any, ckpt_path: str | os.PathLike, output_dir: str | os.Pa
     Runs the bundle's ``inference.yaml`` (sliding window, AMP on CUDA) with ``input`` (a file, folder or
     datalist of label maps), ``ckpt_path`` and ``output_dir``; other bundle ids (``roi_size``, ``overlap``,
     ``perturb``, ``seed``, ``device``, ``overwrite``, ``gen_channels`` ...) pass as keyword arguments.
+    Label maps are checked against the bundle's label convention (MM-GAN: 3 = rest of the brain) first; maps
+    without the brain label get it as in training with ``brain_mask=FILE_OR_FOLDER`` or ``brain_as_label=True``
+    (then ``input`` must be (image, label) pairs: the head mask of each image). Windows are at most the volume's
+    size (``roi_size`` is the largest).
     """
     run_bundle(bundle, "inference", input=str(input) if isinstance(input, (str, os.PathLike)) else input,
                ckpt_path=str(ckpt_path), output_dir=str(output_dir), **overrides)
