@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["VolganError", "VolganDataError", "VolganConfigError", "find_cause", "find_volgan_error"]
+import os
+import sys
+
+__all__ = ["VolganError", "VolganDataError", "VolganConfigError", "find_cause", "find_volgan_error",
+           "one_line", "install_excepthook", "DEBUG_ENV"]
+
+#: environment switch: ``VOLGAN_DEBUG=1`` shows full tracebacks instead of the one-line error
+DEBUG_ENV = "VOLGAN_DEBUG"
 
 
 class VolganError(Exception):
@@ -41,3 +48,37 @@ def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseExce
 def find_volgan_error(exc: BaseException | None) -> VolganError | None:
     """Return the first ``VolganError`` in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
     return find_cause(exc, VolganError)
+
+
+def one_line(err: BaseException) -> str:
+    """``err`` as the one line volgan prints: ``volgan: error: <file>: <problem>`` (newlines folded)."""
+    return "volgan: error: " + " ".join(str(err).split("\n")).strip()
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _volgan_excepthook(kind, exc, tb, previous=sys.__excepthook__) -> None:
+    err = None if _debug() else find_volgan_error(exc)
+    if err is None:
+        previous(kind, exc, tb)
+        return
+    sys.stderr.write(one_line(err) + f" ({DEBUG_ENV}=1 shows the traceback)\n")
+    sys.stderr.flush()
+
+
+def install_excepthook() -> None:
+    """Report an uncaught ``VolganError`` (also one MONAI wrapped, found in the cause chain) as one line on stderr
+    instead of a traceback; other exceptions, and every exception with ``VOLGAN_DEBUG=1``, keep the previous hook.
+    The bundles' ``initialize`` calls it first, so ``python -m monai.bundle run`` errors read like the CLI's.
+    Idempotent; the exit status stays 1 (Python's for an uncaught exception)."""
+    hook = sys.excepthook
+    if getattr(hook, "volgan", False):
+        return
+
+    def excepthook(kind, exc, tb):
+        _volgan_excepthook(kind, exc, tb, hook)
+
+    excepthook.volgan = True
+    sys.excepthook = excepthook

@@ -15,7 +15,7 @@ from monai.data import DataLoader, DistributedSampler
 from volgan.data.datalist import load_datalist
 from volgan.data.samples import make_sample_cases
 from volgan.data.validate import validate_datalist
-from volgan.errors import VolganConfigError
+from volgan.errors import VolganConfigError, VolganDataError
 
 __all__ = ["resolve_dataset", "split_datalist", "full_batch_loader", "distributed_loader"]
 
@@ -58,9 +58,11 @@ def resolve_dataset(
 
 
 def split_datalist(
-    items: Sequence[dict], val_fraction: float = 0.25, seed: int = 0, group_key: str | None = None
+    items: Sequence[dict], val_fraction: float = 0.25, seed: int = 0, group_key: str | None = None,
+    source: Any = None, remedy: str = "add cases or give the validation set explicitly",
 ) -> tuple[list[dict], list[dict]]:
-    """Random (train, validation) split; with ``group_key`` (e.g. ``"subject"``) whole groups go to one side."""
+    """Random (train, validation) split; with ``group_key`` (e.g. ``"subject"``) whole groups go to one side.
+    Fewer than two cases is a ``VolganDataError`` naming ``source`` (the dataset) and ``remedy``."""
     if not 0.0 < val_fraction < 1.0:
         raise VolganConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.RandomState(seed)
@@ -74,8 +76,8 @@ def split_datalist(
 
     groups = sorted({group(i, it) for i, it in enumerate(items)})
     if len(groups) < 2:
-        raise VolganConfigError(f"need at least two cases (or groups) to split into training and validation, got "
-                                f"{len(groups)}: add cases or give the validation set explicitly")
+        raise VolganDataError(source, f"{len(groups)} case(s) (or groups): at least two are needed to split into "
+                                      f"training and validation; {remedy}")
     order = [groups[i] for i in rng.permutation(len(groups))]
     n_val = min(max(1, int(round(len(groups) * val_fraction))), len(groups) - 1)
     val_groups = set(order[:n_val])

@@ -174,7 +174,8 @@ class SliceSplit:
                  empty_fraction: float = 0.0, foreground: Sequence[int] | None = None,
                  transform: Callable | None = None):
         self.train_items, self.val_items = ((list(items), list(val_items)) if val_items
-                                            else split_datalist(items, val_fraction, seed))
+                                            else split_datalist(items, val_fraction, seed,
+                                                                remedy="add cases or pass --val_dataset_dir"))
         kw = dict(axis=axis, size=size, empty_fraction=empty_fraction, seed=seed, transform=transform,
                   foreground=foreground)
         self.train, self.val = SliceDataset(self.train_items, **kw), SliceDataset(self.val_items, **kw)

@@ -104,7 +104,8 @@ def mmgan_synthesis_quality(
     out = Path(output_dir)
     items = resolve_dataset(dataset_dir, out, label_values=label_values)
     use_group = group_key if group_key and all(group_key in it for it in items) else None
-    train, test = split_datalist(items, val_fraction, seed, use_group)
+    train, test = split_datalist(items, val_fraction, seed, use_group, source=dataset_dir,
+                                 remedy="add cases: val_fraction of them are held out")
     metrics = list(BRATS_REGIONS) + list(NO_SIM)
     dev = resolve_device(device)
     if seg_ckpt_path:
