@@ -53,7 +53,9 @@ def test_few_slices_and_explicit_validation_set(tmp_path):
 
 def test_early_stopping_and_evaluation(volumes, tmp_path):
     out = tmp_path / "run"
-    overrides = {**TINY, "max_epochs": 50, "patience_iterations": 2, "val_interval": 1, "lr_unet": 0.0}
+    # save_interval 1: a checkpoint per epoch (P5's default saves every ~500 iterations, more than this run has)
+    overrides = {**TINY, "max_epochs": 50, "patience_iterations": 2, "val_interval": 1, "lr_unet": 0.0,
+                 "save_interval": 1}
     run_bundle("wgan_pairs_seg_2d", "train", dataset_dir=str(volumes), output_dir=str(out), **overrides)
     ck = sorted(out.glob("unet/checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))[-1]
     last_epoch = int(ck.stem.split("_")[1])
