@@ -9,7 +9,11 @@ Colin27. MM-GAN (``mmgan_label2mri_3d`` train.yaml) trains on the training cases
 makes 5 perturbed copies of every training label map (lesion deformed inside the brain) -> 40 synthetic pairs;
 ``volgan.evaluation.compare_segmentation`` trains the same U-Net under every setting (real, synthetic,
 real + 100/300/500 %, synthetic pre-training + fine-tuning on 10 % of the real cases) with the same budget and
-seeds; ``learning_curve`` repeats real vs real + 100 % for 1, 2, 4, 8 real cases. Everything resumable.
+seeds. The learning curve (issue #20) repeats real only, real + standard augmentation, real + per-label Gaussian
+images and real + MM-GAN pairs for the first 1, 2, 4, 8 real cases with ``--curve-seeds``: each point and seed
+trains its own MM-GAN on exactly those cases (``--curve-gan-iterations`` steps, the same for every size) and
+synthesises from their label maps only, so the seeds resample the GAN as well as the U-Net; every point gets a
+95 % bootstrap interval over test cases and seeds and its paired difference to real only. Everything resumable.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 from pathlib import Path
 
 from volgan.bundle import run_bundle
-from volgan.evaluation import compare_segmentation, learning_curve
+from volgan.evaluation import compare_segmentation, learning_curve, train_synthesis_pools
 from volgan.data import load_datalist, make_sample_cases
 from volgan.synthesis import synthesize_augmentations
 
@@ -31,6 +35,11 @@ def main() -> None:
     p.add_argument("--gan-epochs", type=int, default=48)
     p.add_argument("--seg-iterations", type=int, default=300)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--curve-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--curve-gan-iterations", type=int, default=160, help="MM-GAN steps per learning-curve point")
+    p.add_argument("--curve-seg-iterations", type=int, default=150)
+    p.add_argument("--skip-comparison", action="store_true", help="only the learning curve")
     a = p.parse_args()
     logging.disable(logging.INFO)
     out = Path(a.out)
@@ -38,22 +47,27 @@ def main() -> None:
         else load_datalist(out / "data" / "dataset.json")
     train = [it for it in items if it["subject"] != "colin27"]
     test = [it for it in items if it["subject"] == "colin27"]
-    common = dict(device=a.device, seed=0, gen_channels=[16, 32, 64, 128])
-    gan = out / "mmgan"
-    if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
-        run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan), max_epochs=a.gan_epochs,
-                   patch_size=[32, 32, 32], disc_channels=[32, 64, 128], lambda_rec=0.0, log_interval=50,
-                   image_interval=200, **common)
-    syn_dir = out / "synthetic"
-    synthetic = (load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
-                 synthesize_augmentations([{"label": it["label"]} for it in train], gan / "model.pt", syn_dir,
-                                          copies=5, roi_size=[64, 64, 64], **common))
-    seg = dict(iterations=a.seg_iterations, roi_size=[64, 64, 64], device=a.device,
-               segmentor={"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)})
-    res = compare_segmentation(train, test, synthetic, out / "comparison", seeds=a.seeds,
-                               title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs", **seg)
-    print(res["table"])
-    lc = learning_curve(train, test, synthetic, out / "learning_curve", sizes=[1, 2, 4, 8], seeds=a.seeds[:1], **seg)
+    gan_kw = dict(patch_size=[32, 32, 32], disc_channels=[32, 64, 128], lambda_rec=0.0, log_interval=50,
+                  image_interval=200, gen_channels=[16, 32, 64, 128])
+    segmentor = {"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)}
+    if not a.skip_comparison:
+        gan = out / "mmgan"
+        if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
+            run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan), max_epochs=a.gan_epochs,
+                       device=a.device, seed=0, **gan_kw)
+        syn_dir = out / "synthetic"
+        synthetic = (load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
+                     synthesize_augmentations([{"label": it["label"]} for it in train], gan / "model.pt", syn_dir,
+                                              copies=5, roi_size=[64, 64, 64], device=a.device, seed=0))
+        res = compare_segmentation(train, test, synthetic, out / "comparison", seeds=a.seeds, iterations=a.seg_iterations,
+                                   roi_size=[64, 64, 64], device=a.device, segmentor=segmentor,
+                                   title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs")
+        print(res["table"])
+    pools = train_synthesis_pools("mmgan_label2mri_3d", gan_kw, copies=5, device=a.device,
+                                  gan_iterations=a.curve_gan_iterations, roi_size=[64, 64, 64])
+    lc = learning_curve(train, test, None, out / "learning_curve", sizes=a.curve_sizes, pools=pools,
+                        settings=("real", "real+aug", "real+100% gaussian", "real+100%"), seeds=a.curve_seeds,
+                        iterations=a.curve_seg_iterations, roi_size=[64, 64, 64], device=a.device, segmentor=segmentor)
     print(lc["table"])
 
 

@@ -31,9 +31,14 @@ PY = sys.executable
 
 #: name -> (command, table file written by the run, figure files to copy)
 EXPERIMENTS = {
-    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1"],
+    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1", "--curve-seeds", "0", "1",
+            "2", "--curve-sizes", "1", "2", "4", "8", "--curve-gan-iterations", "64", "--curve-seg-iterations", "100"],
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
+    # MM-GAN's condition (#20 item 5): brain-only label 3 vs tissue classes, each GAN stopped by held-out SSIM
+    "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "--max-epochs",
+             "16", "--val-interval", "4", "--patience", "2"],
+            ["{out}/mmgan_condition/table.md"], ["{out}/mmgan_condition/ssim_curves.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
             "0", "1"],
            ["{out}/cycleshape_abdomen/table.md"], []),
@@ -46,16 +51,28 @@ EXPERIMENTS = {
     "p4": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver", "--size",
             "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0", "1"],
            ["{out}/liver/p4/results.md"], ["{out}/liver/p4/dice.png"]),
+    # the low-data regime of the 2D methods (#20): 1, 2, 4, 8 training liver slices, 3 seeds
+    "p3c": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
+             "64", "--gan-epochs", "60", "--seg-epochs", "60", "--seeds", "0", "1", "2", "--sizes", "1", "2", "4", "8"],
+            ["{out}/liver/p3/learning_curve/learning_curve.md"], ["{out}/liver/p3/learning_curve/learning_curve.png"]),
+    "p5c": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
+             "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1", "2", "--sizes", "1", "2",
+             "4", "8"],
+            ["{out}/liver/p5/learning_curve/learning_curve.md"], ["{out}/liver/p5/learning_curve/learning_curve.png"]),
 }
 
 
 #: --smoke: option -> values replacing the report's budgets (the tables it writes are not results)
 SMOKE = {
-    "p1": {"--gan-epochs": ["1"], "--seg-iterations": ["2"], "--seeds": ["0"]},
+    "p1": {"--gan-epochs": ["1"], "--seg-iterations": ["2"], "--seeds": ["0"], "--curve-seeds": ["0"],
+           "--curve-sizes": ["1", "2"], "--curve-gan-iterations": ["2"], "--curve-seg-iterations": ["2"]},
     "p2": {"--epochs": ["1", "1", "1"], "--seeds": ["0"]},
     "p3": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"]},
     "p5": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p4": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
+    "p1t": {"--seeds": ["0"], "--max-epochs": ["1"], "--val-interval": ["1"]},
+    "p3c": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"], "--sizes": ["1", "2"]},
+    "p5c": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"], "--sizes": ["1", "2"]},
 }
 
 

@@ -14,6 +14,11 @@ the validation set that P5's early stopping needs. Every setting of a method get
 budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
 not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
 ``OUT/<method>/results.{md,csv,json}`` and ``dice.png``.
+
+``--sizes 1 2 4 8``: the learning curve instead (issue #20): the same comparison with 1, 2, 4, 8 training liver
+slices (``--curve-settings``, default real only, the standard augmentation, the non-GAN baseline where the method
+has one and the GAN), each point with its 95 % bootstrap interval over test slices' volume and seeds and its
+paired difference to real only -> ``OUT/<method>/learning_curve/learning_curve.{md,csv,json,png}``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from volgan.evaluation import METHODS as REGISTRY
-from volgan.evaluation import compare_bundle_settings
+from volgan.evaluation import compare_bundle_settings, learning_curve_over
 
 LIVER = 5
 TEST = range(84, 96)
@@ -79,6 +84,12 @@ def p4_settings(a: argparse.Namespace) -> dict[str, dict]:
     return {k: dict(common, **v) for k, v in REGISTRY["adversarial_unet_aug_2d"].settings.items()}
 
 
+#: the learning curve's settings per method: real only, standard augmentation, non-GAN synthesis, GAN
+CURVE_SETTINGS = {"p3": ["real_only", "elastic", "gaussian_mix", "gan_mix"],
+                  "p5": ["16-0 no aug", "16-0 aug", "8-8 no aug", "8-8 aug"],
+                  "p4": ["without augmenter", "standard augmentation", "with augmenter",
+                         "augmenter + standard augmentation"]}
+
 #: bundle and settings (settings that use one GAN differently share it: the registry's share_gan)
 METHODS = {"p3": ("gan_pretrain_seg_2d", p3_settings),
            "p5": ("wgan_pairs_seg_2d", p5_settings),
@@ -99,15 +110,28 @@ def main() -> None:
     p.add_argument("--unet-epochs", type=int, default=600,
                    help="P5/P4 U-Net epochs, an upper bound (early stopping); one epoch = max(slices, 16) draws")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", type=int, nargs="+", help="learning curve over this many training liver slices")
+    p.add_argument("--curve-settings", nargs="+", help="the learning curve's settings (default CURVE_SETTINGS)")
     a = p.parse_args()
     bundle, make = METHODS[a.method]
     out = Path(a.out)
-    sets = prepare(Path(a.data), out / "data", a.n_train)
-    common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method in ("p5", "p4") else {})}
-    res = compare_bundle_settings(bundle, sets["train"], sets["test"], out / a.method, make(a), a.seeds, common,
-                                  title=f"{bundle} on liver CT slices")
-    print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}; "
-          f"{a.n_train} training slices at {a.size}x{a.size}; seeds {a.seeds}")
+    settings = make(a)
+    title = f"{bundle} on liver CT slices"
+
+    def run(n_train: int, folder: Path, chosen: dict[str, dict]) -> dict:
+        sets = prepare(Path(a.data), out / "data", n_train)
+        common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method in ("p5", "p4") else {})}
+        print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}; "
+              f"{n_train} training slices at {a.size}x{a.size}; seeds {a.seeds}")
+        return compare_bundle_settings(bundle, sets["train"], sets["test"], folder, chosen, a.seeds, common,
+                                       title=title)
+
+    if a.sizes:
+        names = a.curve_settings or CURVE_SETTINGS[a.method]
+        chosen = {k: settings[k] for k in names}
+        res = learning_curve_over(a.sizes, lambda k, folder: run(k, folder, chosen), out / a.method / "learning_curve")
+    else:
+        res = run(a.n_train, out / a.method, settings)
     print(res["table"])
 
 

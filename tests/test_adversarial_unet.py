@@ -261,12 +261,18 @@ def test_bundle_train_inference_evaluate(volumes, tmp_path):
     assert gen["n_features"] == 8 and "bottom" in gen["features"]
     with pytest.raises(VolganConfigError, match="trained as .* but the network built here has"):  # a generator built with other widths
         conditional_generation_distances([], small_generator(), lambda x: x.flatten(1), str(out / "model_g.pt"))
-    # the baseline of the same bundle: real slices only, no GAN, so no generation distances
+    # the baselines of the same bundle: real slices only, no GAN, so no generation distances; with the standard
+    # augmentation (#20), every read of a real slice is a new random deformation of it, labels stay labels
     base = tmp_path / "base"
     wf = run_bundle("adversarial_unet_aug_2d", "train", dataset_dir=str(volumes), output_dir=str(base),
-                    **{**TINY, "augment_with_gan": False})
+                    **{**TINY, "augment_with_gan": False, "augment": True})
     assert (base / "model.pt").is_file() and not (base / "model_g.pt").exists()
     assert (wf.parser.get_parsed_content("n_real"), wf.parser.get_parsed_content("n_synthetic")) == (4, 0)
+    ds, raw = wf.parser.get_parsed_content("train#dataset"), wf.parser.get_parsed_content("slices").train
+    first, second = ds[0], ds[0]
+    assert not torch.equal(torch.as_tensor(first["image"]), torch.as_tensor(second["image"]))
+    assert not torch.equal(torch.as_tensor(first["image"]), torch.as_tensor(raw[0]["image"]))
+    assert set(torch.unique(torch.as_tensor(first["label"])).tolist()) <= {0, 1}
 
 
 def test_bundle_bad_input(tmp_path):

@@ -204,3 +204,51 @@ def test_validation_keeps_the_best_generator_by_ssim(tmp_path, tiny_dataset, tin
     net.load_state_dict(best)
     evaluator.run()
     assert scores[-1] == pytest.approx(max(scores[:3]), abs=1e-5)
+
+
+def test_gan_stops_when_held_out_ssim_stops_improving(tmp_path, tiny_dataset, tiny_train_overrides):
+    """#20 item 4, a stated criterion: with val_patience 1 training ends at the first validation whose SSIM is no
+    better than the best so far (or at max_epochs); every validation is a row of OUT/val_curve.csv, and the
+    patience state is in the checkpoint."""
+    import csv
+
+    folder, _ = tiny_dataset
+    out = tmp_path / "run"
+    wf = run_bundle("mmgan_label2mri_3d", "train", dataset_dir=str(folder), output_dir=str(out), max_epochs=6,
+                    val_dataset_dir=str(folder), val_interval=1, val_patience=1, lr_g=5e-2, **tiny_train_overrides)
+    rows = list(csv.DictReader(open(out / "val_curve.csv", encoding="utf-8")))
+    scores = [float(r["val_ssim"]) for r in rows]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    stop = next((i + 1 for i in range(1, len(scores)) if scores[i] <= max(scores[:i])), len(scores))
+    assert len(scores) == stop and wf.parser.get_parsed_content("train#gan_trainer").state.epoch == stop
+    ck = torch.load(sorted(out.glob("checkpoint_*.pt"))[-1], weights_only=True)
+    assert set(ck["early_stop"]) == {"counter", "best_score"} and ck["early_stop"]["best_score"] == pytest.approx(
+        max(scores), abs=1e-6)
+
+
+def test_tissue_classes_as_a_richer_condition(tmp_path, tiny_train_overrides):
+    """#20 item 5: the brain outside the tumour split into CSF 5 / GM 6 / WM 7 (multi-Otsu of the real T1, darkest
+    to brightest), the same images as the brain-only sample; MM-GAN trains and synthesises with that condition
+    (label_values without 3: no brain label required)."""
+    from volgan.data import TISSUE_LABELS, load_datalist, make_sample_cases, tissue_classes
+    from volgan.synthesis import synthesize
+
+    brain = load_datalist(make_sample_cases(tmp_path / "brain", 1, subjects=("robex",)))
+    tissue = load_datalist(make_sample_cases(tmp_path / "tissue", 1, subjects=("robex",), tissue=True))
+    img_b, lab_b = (np.asarray(nib.load(brain[0][k]).dataobj) for k in ("image", "label"))
+    img_t, lab_t = (np.asarray(nib.load(tissue[0][k]).dataobj) for k in ("image", "label"))
+    assert np.array_equal(img_b, img_t)  # the same images, only the condition differs
+    assert set(np.unique(lab_t)) == {0, 1, 2, 4, 5, 6, 7} and np.array_equal(lab_t == 0, lab_b == 0)
+    assert np.array_equal(np.isin(lab_t, [1, 2, 4]), np.isin(lab_b, [1, 2, 4]))  # tumour labels unchanged
+    means = [img_t[lab_t == v].mean() for v in sorted(TISSUE_LABELS)]
+    assert means[0] < means[1] < means[2]  # T1: CSF < GM < WM
+    toy = np.repeat([1.0, 10.0, 20.0], 20)[None]
+    assert np.array_equal(tissue_classes(toy, np.ones(toy.shape, bool))[0], np.repeat([5, 6, 7], 20))
+    out = tmp_path / "run"
+    values = [0, 1, 2, 4, 5, 6, 7]
+    run_bundle("mmgan_label2mri_3d", "train", dataset_dir=tissue, output_dir=str(out), max_epochs=1,
+               label_values=values, **tiny_train_overrides)
+    syn = synthesize([{"label": tissue[0]["label"]}], out / "model.pt", tmp_path / "syn", device="cpu",
+                     roi_size=[32, 32, 32])
+    made = np.asarray(nib.load(load_datalist(syn)[0]["image"]).dataobj)
+    assert made.shape[:3] == lab_t.shape and np.isfinite(made).all()

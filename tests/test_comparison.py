@@ -60,8 +60,68 @@ def test_learning_curve_restricts_synthetic_to_the_chosen_cases(tiny_dataset, tm
     assert {p["metric"] for p in res["points"]} == {"WT"}
     assert [p["n_real"] for p in res["points"]] == [1, 2]
     assert seen == [(1, [items[0]["label"]]), (2, sorted([items[0]["label"], items[1]["label"]]))]
-    for f in ("learning_curve.md", "learning_curve.csv", "learning_curve.png"):
+    for f in ("learning_curve.md", "learning_curve.csv", "learning_curve.json", "learning_curve.png"):
         assert (tmp_path / "lc" / f).is_file()
+    for p in res["points"]:  # every point: mean with its interval per setting, the difference to real only
+        real, syn = p["settings"]["real"], p["settings"]["real+100%"]
+        assert real["lo"] <= real["mean"] <= real["hi"] and real["difference"] is None
+        assert syn["difference"]["lo"] <= syn["difference"]["mean"] <= syn["difference"]["hi"]
+        assert syn["difference"]["verdict"] in ("better", "worse", "no detectable difference")
+    assert "| 2 | real+100% |" in res["table"] and "95 % bootstrap" in res["table"]
+
+
+@pytest.mark.parametrize("sizes,settings", [
+    ([1], ("real", "real+100% gaussian")),
+    pytest.param([1, 2], ("real", "real+100%", "real+100% gaussian"), marks=pytest.mark.slow)])
+def test_learning_curve_trains_one_gan_per_size_and_seed(tiny_dataset, tmp_path, sizes, settings, monkeypatch):
+    """#20 items 2-3: with --sizes, MM-GAN is trained on exactly the first k cases with each seed, its synthetic
+    pairs and the per-label Gaussian baseline come from those cases' label maps only, and each seed's settings use
+    that seed's pools (the seeds resample the GAN as well as the segmentor)."""
+    import os
+
+    import nibabel as nib
+    import numpy as np
+
+    from volgan.data import load_datalist
+    from volgan.evaluation.harness import evaluate_bundle
+
+    folder, items = tiny_dataset
+    out = tmp_path / "ev"
+    trained = []  # (cases, seed) of every generator the harness trains (the real run_bundle does the work)
+    real_run = comparison.run_bundle
+    monkeypatch.setattr(comparison, "run_bundle", lambda name, config, **kw: trained.append(
+        (sorted(it["label"] for it in kw["dataset_dir"]), kw["seed"])) or real_run(name, config, **kw))
+    res = evaluate_bundle("mmgan_label2mri_3d", str(folder), out, test=items[2:], seeds=(0, 1), copies=1, quick=True,
+                          sizes=sizes, settings=settings)
+    assert [p["n_real"] for p in res["points"]] == sizes
+    for i, k in enumerate(sizes):
+        chosen = {os.path.abspath(it["label"]) for it in items[:k]}
+        pools = {}
+        for seed in (0, 1):
+            d = out / "learning_curve" / f"n{k}" / f"pools_seed{seed}"
+            assert (d / "gan" / "model.pt").is_file() and (d / "gan" / "finished").is_file()
+            syn = load_datalist(d / "synthetic" / "datalist.json")
+            assert len(syn) == k and {os.path.abspath(s["source"]) for s in syn} <= chosen
+            assert len(load_datalist(d / "gaussian" / "datalist.json")) == k
+            pools[seed] = np.asarray(nib.load(syn[0]["image"]).dataobj)
+            assert (sorted(chosen), seed) in [([os.path.abspath(x) for x in t[0]], t[1]) for t in trained]
+        assert not np.array_equal(pools[0], pools[1])  # one GAN (and one synthetic set) per seed
+        point = res["points"][i]["settings"]
+        assert set(point) == set(settings) and all(v["n_seeds"] == 2 for v in point.values())
+    assert len(trained) == 2 * len(sizes)
+    assert (out / "learning_curve" / "learning_curve.png").is_file()
+
+
+def test_budget_scales_the_paper_budget():
+    """--budget F: the method's budget options (train.yaml defaults, or the harness segmentor's iterations) x F."""
+    from volgan.evaluation.harness import budget_overrides
+
+    assert budget_overrides("wgan_pairs_seg_2d", 0.1) == {"gan_iterations": 1000, "max_epochs": 100,
+                                                           "patience_iterations": 300}
+    assert budget_overrides("mmgan_label2mri_3d", 0.05) == {"iterations": 10, "max_epochs": 10}
+    assert budget_overrides("gan_pretrain_seg_2d", 0.001) == {"gan_epochs": 1, "finetune_epochs": 1}  # at least 1
+    with pytest.raises(VolganConfigError, match="--budget"):
+        budget_overrides("mmgan_label2mri_3d", 0)
 
 
 def test_compare_cycleshape_modes_with_the_cyclegan_reference(tmp_path, monkeypatch):

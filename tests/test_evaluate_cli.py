@@ -4,6 +4,8 @@ import json
 
 import torch
 
+from volgan.data import load_datalist
+
 
 def test_evaluate_cli_on_a_2d_bundle(tmp_path):
     import numpy as np
@@ -40,6 +42,34 @@ def test_evaluate_mmgan_with_a_generator_checkpoint(tiny_dataset, tmp_path):
     assert len(json.loads((out / "synthetic" / "datalist.json").read_text(encoding="utf-8"))["training"]) == 2
 
 
+def test_evaluate_mmgan_one_generator_per_seed(tiny_dataset, tmp_path):
+    """#20 item 2: --ckpt-path with one generator per seed: seed k's settings use generator k's pairs, so the
+    bootstrap over seeds covers the GAN's variability; a count that matches neither 1 nor the seeds is one line."""
+    import nibabel as nib
+    import numpy as np
+    import pytest
+
+    from volgan.errors import VolganConfigError
+    from volgan.evaluation.harness import evaluate_bundle
+    from volgan.networks import SNUNetGenerator
+
+    folder, _ = tiny_dataset
+    ckpts = []
+    for k in range(2):
+        torch.manual_seed(k)
+        torch.save(SNUNetGenerator(3, 5, 1, [4, 8, 16, 32]).state_dict(), tmp_path / f"g{k}.pt")
+        ckpts.append(str(tmp_path / f"g{k}.pt"))
+    out = tmp_path / "ev"
+    res = evaluate_bundle("mmgan_label2mri_3d", str(folder), out, ckpt_path=ckpts, seeds=(0, 1), copies=1, quick=True,
+                          gen_channels=[4, 8, 16, 32], settings=("real", "real+100%"))
+    first = [load_datalist(out / f"synthetic_seed{k}" / "datalist.json")[0]["image"] for k in range(2)]
+    a, b = (np.asarray(nib.load(f).dataobj) for f in first)
+    assert not np.array_equal(a, b)  # two generators, two synthetic sets
+    assert res["comparison"]["real+100%"]["WT"]["n_seeds"] == 2
+    with pytest.raises(VolganConfigError, match="one per seed"):
+        evaluate_bundle("mmgan_label2mri_3d", str(folder), tmp_path / "x", ckpt_path=ckpts, seeds=(0, 1, 2), quick=True)
+
+
 def test_evaluate_cli_cycleshape_two_domains(tmp_path):
     """P2 from the command line: domain A = --dataset, domain B = --dataset-b, each split by case."""
     from tests.test_cycleshape import _domain
@@ -48,12 +78,18 @@ def test_evaluate_cli_cycleshape_two_domains(tmp_path):
     a = _domain(tmp_path, "ct", 3, lambda x: 2 * x - 1000, seed=0)
     b = _domain(tmp_path, "mr", 3, lambda x: x, seed=1)
     out = tmp_path / "ev"
+    maps = ["label_map_a={1: 1, 2: 2, 3: 3, 5: 4}", "label_map_b={1: 1, 2: 2, 3: 3, 5: 4}"]  # P2 has no default
     assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--dataset-b", str(b),
-                 "--output-dir", str(out), "--quick", "--test-fraction", "0.34", "--settings", "cyclegan"]) == 0
+                 "--output-dir", str(out), "--quick", "--test-fraction", "0.34", "--settings", "cyclegan",
+                 "--set", *maps]) == 0
     res = json.loads((out / "comparison" / "results.json").read_text(encoding="utf-8"))["results"]
     assert list(res) == ["cyclegan"] and res["cyclegan"]["n_test"] == 1
     assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--output-dir",
                  str(tmp_path / "x")]) == 2  # no domain B: one-line error
+    assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--dataset-b", str(b),
+                 "--output-dir", str(tmp_path / "y"), "--quick"]) == 2  # no label maps: one line naming --label_map_a
+    assert main(["evaluate", "--bundle", "cycleshape_ct_mri_3d", "--dataset", str(a), "--dataset-b", str(b),
+                 "--output-dir", str(tmp_path / "z"), "--set", "label_map_a"]) == 2  # not ID=VALUE
 
 
 def test_evaluate_mmgan_real_plus_filtered_synthetic(tiny_dataset, tmp_path):

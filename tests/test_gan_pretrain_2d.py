@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_case, torchrun_bundle, write_pair
+import volgan.synthesis
 from volgan.bundle import run_bundle
 
 TINY = dict(device="cpu", image_size=[32, 32], ngf=8, n_blocks=2, disc_channels=[8, 16, 16, 16],
@@ -24,7 +25,7 @@ def volumes(tmp_path):
     return d, [write_pair(d, f"c{i}", *tiny_case(rng, (24, 20, 8)), affine=aff) for i in range(2)]
 
 
-@pytest.mark.parametrize("mode", ["ours", "real_only", "elastic", "gan_mix", "gan_pretrain"])
+@pytest.mark.parametrize("mode", ["ours", "real_only", "elastic", "gan_mix", "gan_pretrain", "gaussian_mix"])
 def test_modes_train(mode, volumes, tmp_path):
     folder, _ = volumes
     out = tmp_path / mode
@@ -38,13 +39,35 @@ def test_modes_train(mode, volumes, tmp_path):
         assert set(ck) >= {"generator", "discriminator", "segmentor", "s_optimizer", "trainer"}
     n_real = len(wf.parser.get_parsed_content("slices"))
     n_stage2 = len(wf.parser.get_parsed_content("train#dataset"))
-    assert n_stage2 == (3 * n_real if mode == "gan_mix" else n_real)  # real + 2 synthetic copies per slice
-    if mode in ("gan_mix", "gan_pretrain"):
+    assert n_stage2 == (3 * n_real if mode in ("gan_mix", "gaussian_mix") else n_real)  # + 2 synthetic per slice
+    if mode in ("gan_mix", "gan_pretrain", "gaussian_mix"):
         syn = wf.parser.get_parsed_content("synthetic")
         assert len(syn) == 2 * n_real
         item = syn[0]
         assert item["image"].shape == (1, 32, 32) and -1 <= item["image"].min() and item["image"].max() <= 1
         assert item["label"].shape == (1, 32, 32) and not item["label"].is_floating_point()
+        assert isinstance(syn, volgan.synthesis.OfflineGaussianSlices) == (mode == "gaussian_mix")
+
+
+def test_gaussian_slices_follow_the_real_intensities_per_label():
+    """The non-GAN baseline (#20): per-label means of the drawn slices match the real slices' (background included,
+    as 2D CT/MRI slices have anatomy there), labels are deformed copies, images stay in [-1, 1]."""
+    rng = np.random.RandomState(0)
+    slices = []
+    for _ in range(4):
+        label = np.zeros((1, 32, 32), np.int64)
+        label[0, 8:20, 10:24] = 1
+        image = np.where(label == 1, 0.6, -0.4) + rng.normal(0, 0.05, label.shape)
+        slices.append({"image": torch.as_tensor(image, dtype=torch.float32), "label": torch.as_tensor(label)})
+    out = volgan.synthesis.gaussian_slices(slices, copies=2, seed=3, sigma=0.0)
+    assert len(out) == 8 and all(o["image"].shape == (1, 32, 32) for o in out)
+    img = torch.stack([o["image"] for o in out]).numpy()
+    lab = torch.stack([o["label"] for o in out]).numpy()
+    assert abs(img[lab == 1].mean() - 0.6) < 0.02 and abs(img[lab == 0].mean() + 0.4) < 0.02
+    assert img.min() >= -1 and img.max() <= 1
+    assert not np.array_equal(lab[0], slices[0]["label"].numpy())  # deformed, not copied
+    again = volgan.synthesis.gaussian_slices(slices, copies=2, seed=3, sigma=0.0)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(out, again))  # seeded
 
 
 def test_stage2_starts_from_the_stage1_segmentor(volumes, tmp_path):

@@ -7,12 +7,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from volgan.apps.demo import run_demo
 from volgan.bundle import bundle_names, bundle_path, export_bundle
 from volgan.apps.monailabel.app import add_cli as add_label_app
 from volgan.apps.nnunet import export_nnunet
-from volgan.data import datalist_problems, load_datalist
+from volgan.data import datalist_problems, find_brain_mask, label_convention, load_datalist, stored_label_values
 from volgan.errors import VolganConfigError, find_cause, find_volgan_error
 from volgan.evaluation import METHODS, evaluate_bundle
 from volgan.evaluation.distribution import distribution_metrics, quality_report
@@ -36,9 +39,20 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    """Every problem of every file, one line each (exit status 2), or the count of valid pairs."""
+    """Every problem of every file, one line each (exit status 2), or the count of valid pairs; with ``--bundle``
+    also against that bundle's label convention (its metadata.json), with the options the bundle run would get."""
     items = load_datalist(args.dataset)
-    problems = datalist_problems(items, label_values=args.label_values, spatial_dims=args.spatial_dims)
+    values, conv = args.label_values, None
+    if args.bundle:
+        conv = label_convention(args.bundle)
+        values = values or (list(conv.label_values) if conv.label_values else None)
+        conv = conv if conv.required_values(values) else None
+        if values is not None:
+            values = stored_label_values(values, None, args.brain_as_label, args.brain_mask)
+        if args.brain_mask:
+            items = [{**it, "brain_mask": find_brain_mask(args.brain_mask, it["label"])} for it in items]
+    problems = datalist_problems(items, label_values=values, spatial_dims=args.spatial_dims, convention=conv,
+                                 brain_added=args.brain_as_label)
     for p in problems:
         print(f"volgan: error: {p}", file=sys.stderr)
     if problems:
@@ -47,15 +61,31 @@ def _check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``ID=VALUE`` pairs -> bundle overrides, each value read as YAML (numbers, lists, mappings, strings)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VolganConfigError(f"--set {pair!r}: expected ID=VALUE, e.g. gan_batch_size=4")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise VolganConfigError(f"--set {pair!r}: the value is not YAML ({str(e).splitlines()[0]})") from e
+    return out
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     kw = {"settings": args.settings} if args.settings else {}
     if args.dataset_b or args.test_b:
         kw.update(dataset_b=args.dataset_b, test_b=args.test_b)
     if args.iterations:
         kw["iterations"] = args.iterations
-    res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=args.ckpt_path, test=args.test,
+    ckpt = args.ckpt_path[0] if args.ckpt_path and len(args.ckpt_path) == 1 else args.ckpt_path
+    res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=ckpt, test=args.test,
                           test_fraction=args.test_fraction, seeds=args.seeds, copies=args.copies,
-                          device=args.device, quick=args.quick, **kw)
+                          device=args.device, quick=args.quick, sizes=args.sizes, budget=args.budget,
+                          overrides=parse_overrides(args.set or []), **kw)
     print(res["table"])
     return 0
 
@@ -125,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset-b", help="cycleshape_ct_mri_3d: the unpaired domain B (image, label) pairs")
     e.add_argument("--test-b", help="cycleshape_ct_mri_3d: held-out domain B pairs (default: a split of --dataset-b)")
     e.add_argument("--output-dir", required=True)
-    e.add_argument("--ckpt-path", help="trained generator (mmgan_label2mri_3d)")
+    e.add_argument("--ckpt-path", nargs="+", help="trained generator (mmgan_label2mri_3d); one per --seeds entry "
+                   "to resample the GAN as well as the segmentor")
     e.add_argument("--test", help="held-out pairs (default: a split of --dataset by case)")
     e.add_argument("--test-fraction", type=float, default=0.25)
     e.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -134,12 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iterations", type=int, help="segmentor iterations per setting (mmgan)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    e.add_argument("--budget", type=float, help="a fraction of the paper's training budget (e.g. 0.05): between "
+                   "--quick and the full budget")
+    e.add_argument("--sizes", type=int, nargs="+", help="learning curve: train on the first k cases for each k "
+                   "(e.g. 1 2 4 8); mmgan trains one generator per size and seed")
+    e.add_argument("--set", nargs="+", metavar="ID=VALUE", help="bundle ids for every training run, values in YAML "
+                   "(e.g. label_map_a=\"{1: 1, 5: 2}\" for cycleshape_ct_mri_3d, gan_batch_size=4)")
     e.set_defaults(func=_evaluate)
 
     c = sub.add_parser("check-data", help="validate a datalist or folder of (image, label) pairs")
     c.add_argument("dataset")
     c.add_argument("--label-values", type=int, nargs="+")
     c.add_argument("--spatial-dims", type=int, default=3)
+    c.add_argument("--bundle", help="a bundle name (volgan bundle list): also check the label maps against this bundle's label "
+                   "convention (configs/metadata.json), e.g. MM-GAN's 3 = rest of the brain")
+    c.add_argument("--brain-as-label", action="store_true", help="with --bundle mmgan_label2mri_3d: the run adds "
+                   "label 3 from a head mask of the image (train with --brain_as_label true)")
+    c.add_argument("--brain-mask", help="with --bundle mmgan_label2mri_3d: a brain mask file or a folder of "
+                   "<case>_brain_mask files that the run adds as label 3 (train with --brain_mask)")
     c.set_defaults(func=_check_data)
 
     b = sub.add_parser("bundle", help="the installed bundles: list, path NAME (for python -m monai.bundle run "

@@ -1,5 +1,6 @@
 """Data: datalists, validation, method transforms, slices, unpaired domains, pairs, mixing and the embedded sample."""
 
+from volgan.data.augmentation import standard_augmentation
 from volgan.data.datalist import (
     case_name,
     find_pairs,
@@ -28,7 +29,14 @@ from volgan.data.perturbation import (
     draw_lesion_perturbation,
     perturb_lesion,
 )
-from volgan.data.samples import SAMPLE_DIR, SUBJECTS, add_synthetic_lesion, make_sample_cases
+from volgan.data.samples import (
+    SAMPLE_DIR,
+    SUBJECTS,
+    TISSUE_LABELS,
+    add_synthetic_lesion,
+    make_sample_cases,
+    tissue_classes,
+)
 from volgan.data.slices import (
     ForegroundMaskd,
     ScaleToUnitRanged,
@@ -40,8 +48,11 @@ from volgan.data.slices import (
     scale_to_unit_range,
     select_slices,
 )
+from volgan.data.conventions import LabelConvention, label_convention
+from volgan.data.masks import find_brain_mask, head_mask
 from volgan.data.transforms import (
     BrainAsLabeld,
+    BrainLabeld,
     ForegroundNormalized,
     LoadOptionalImaged,
     SelectChanneld,
@@ -71,6 +82,7 @@ from volgan.data.validate import (
 )
 
 __all__ = [
+    "standard_augmentation",
     "case_name", "find_pairs", "is_volume_file", "list_inputs", "load_datalist", "read_json", "write_datalist",
     "distributed_loader", "full_batch_loader", "resolve_dataset", "split_datalist",
     "image_inputs", "label_map_inputs", "translation_inputs",
@@ -79,9 +91,10 @@ __all__ = [
     "mix_batches", "mix_datalists",
     "SameClassPairs", "to_pair",
     "LesionPerturbd", "RandLesionPerturbd", "apply_lesion_perturbation", "draw_lesion_perturbation", "perturb_lesion",
-    "SAMPLE_DIR", "SUBJECTS", "add_synthetic_lesion", "make_sample_cases",
+    "SAMPLE_DIR", "SUBJECTS", "TISSUE_LABELS", "add_synthetic_lesion", "make_sample_cases", "tissue_classes",
     "ForegroundMaskd", "ScaleToUnitRanged", "SliceDataset", "SliceSplit", "network_slice", "resize_slice", "restack",
     "scale_to_unit_range", "select_slices",
+    "LabelConvention", "label_convention", "find_brain_mask", "head_mask", "BrainLabeld",
     "BrainAsLabeld", "ForegroundNormalized", "LoadOptionalImaged", "SelectChanneld", "ToPseudoIntensityd",
     "plain_tensor", "same_type_as", "stored_label_values", "synthesised_channels",
     "MapToSharedLabelsd", "UnpairedDataset", "check_unpaired", "domain_transforms", "intensity_transform",

@@ -16,10 +16,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_multiotsu
 
 from volgan.data.datalist import write_datalist
 
-__all__ = ["SAMPLE_DIR", "SUBJECTS", "load_subject", "add_synthetic_lesion", "make_sample_cases"]
+__all__ = ["SAMPLE_DIR", "SUBJECTS", "TISSUE_LABELS", "load_subject", "add_synthetic_lesion", "tissue_classes",
+           "make_sample_cases"]
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SUBJECTS = ("robex", "mni152", "colin27")
@@ -68,16 +70,37 @@ def add_synthetic_lesion(
     return np.clip(out, 0, None), label
 
 
+#: the richer MM-GAN condition of issue #20 item 5: the rest of the brain (label 3) split into tissue classes
+TISSUE_LABELS = {5: "CSF", 6: "grey matter", 7: "white matter"}
+
+
+def tissue_classes(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """CSF / grey matter / white matter inside ``brain`` from a T1 image: two multi-Otsu thresholds of the brain's
+    intensities (T1: CSF darkest, white matter brightest), as a 0 (outside) / 5 / 6 / 7 map (``TISSUE_LABELS``).
+    A classical intensity segmentation (the idea of FSL FAST without its bias and MRF terms), so every subject
+    gets tissue classes the same way, whatever atlases it comes with."""
+    vals = image[brain]
+    if vals.size < 3 or np.ptp(vals) == 0:
+        raise ValueError("tissue classes need a brain mask with varying T1 intensities")
+    lo, hi = threshold_multiotsu(vals, classes=3)
+    out = np.zeros(image.shape, np.uint8)
+    out[brain] = np.where(vals <= lo, 5, np.where(vals <= hi, 6, 7))
+    return out
+
+
 def make_sample_cases(
     out_dir: str | os.PathLike,
     cases_per_subject: int = 4,
     seed: int = 0,
     subjects: tuple[str, ...] = SUBJECTS,
+    tissue: bool = False,
 ) -> Path:
     """Write ``case_<subject>_<k>_image.nii.gz`` / ``_label.nii.gz`` pairs and ``dataset.json``; returns the JSON path.
 
     Each case: one embedded subject, optionally mirrored left-right, with one simulated tumour
     (``add_synthetic_lesion``). The datalist's entries carry ``subject`` so splits can hold out a subject.
+    ``tissue``: the brain outside the tumour is labelled CSF 5 / grey matter 6 / white matter 7
+    (``tissue_classes`` of the real T1 before the tumour) instead of 3 (the same images, a richer condition).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +112,10 @@ def make_sample_cases(
             img, br = image, brain
             if rng.rand() < 0.5:
                 img, br = img[::-1].copy(), br[::-1].copy()
+            tissues = tissue_classes(img, br) if tissue else None
             img, lab = add_synthetic_lesion(img, br, rng)
+            if tissues is not None:
+                lab = np.where(lab == 3, tissues, lab).astype(np.uint8)
             case = f"case_{name}_{k}"
             ip, lp = out / f"{case}_image.nii.gz", out / f"{case}_label.nii.gz"
             nib.save(nib.Nifti1Image(img, affine), str(ip))
@@ -98,5 +124,6 @@ def make_sample_cases(
     return write_datalist(
         out / "dataset.json", items, name="volgan-sample",
         description="Real T1 brain MRI (3 mm) with SIMULATED tumours; see volgan/data/sample/NOTICE",
-        labels={"0": "background", "1": "necrosis", "2": "oedema", "3": "brain", "4": "enhancing"},
+        labels={"0": "background", "1": "necrosis", "2": "oedema", "4": "enhancing",
+                **({str(k): v for k, v in TISSUE_LABELS.items()} if tissue else {"3": "brain"})},
     )

@@ -2,11 +2,15 @@
 harness with its method registry, and the one report writer."""
 
 from volgan.evaluation.harness import (
+    budget_overrides,
+    bundle_learning_curve,
     compare_bundle_settings,
     compare_cycleshape,
     compare_segmentation,
     evaluate_bundle,
     learning_curve,
+    learning_curve_over,
+    train_synthesis_pools,
 )
 from volgan.evaluation.metrics import (
     BRATS_REGIONS,
@@ -33,6 +37,7 @@ from volgan.evaluation.segmentor import evaluate_segmentor, evaluation_unet, tra
 
 __all__ = [
     "compare_bundle_settings", "compare_cycleshape", "compare_segmentation", "evaluate_bundle", "learning_curve",
+    "bundle_learning_curve", "learning_curve_over", "train_synthesis_pools", "budget_overrides",
     "BRATS_REGIONS", "MeanForegroundDice", "dice_paper", "feature_distances", "mean_foreground_dice", "region_dice",
     "region_hd95", "segmentor_features",
     "CYCLESHAPE_MODES", "METHODS", "SEGMENTATION_SETTINGS", "MethodEntry",

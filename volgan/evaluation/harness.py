@@ -8,7 +8,9 @@ compare; the demo, ``volgan evaluate`` and the experiments all run it.
   or without the augmenter): each setting is a set of bundle overrides; train.yaml, then evaluate.yaml merged
   onto it with the same overrides.
 - ``compare_cycleshape``: P2's modes on two unpaired domains, the cyclegan run's segmentors as the S-score reference.
-- ``learning_curve``: Dice vs number of real training cases, with and without synthetic data.
+- ``learning_curve`` (3D, with one GAN per size and seed through ``train_synthesis_pools``), ``bundle_learning_curve``
+  (P3/P4/P5) and ``learning_curve_over`` (any point function): Dice vs number of real training cases per setting,
+  each point with its bootstrap interval and its paired difference to real only (issue #20).
 - ``evaluate_bundle``: ``volgan evaluate``, dispatching on ``volgan.evaluation.registry.METHODS``.
 
 Every (setting, seed) result is written to ``output_dir/runs/<setting>_seed<k>.json`` as soon as it exists and is
@@ -18,6 +20,7 @@ not recomputed (resumable); the report is ``volgan.evaluation.report.write_repor
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -27,12 +30,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from volgan.bundle import run_bundle
+from monai.bundle import ConfigParser
+
+from volgan.bundle import config_files, run_bundle
 from volgan.config import as_bool
 from volgan.data.dataset import resolve_dataset, split_datalist
 from volgan.data.datalist import load_datalist
@@ -42,13 +47,16 @@ from volgan.evaluation.metrics import BRATS_REGIONS
 from volgan.evaluation.quality import filter_pairs
 from volgan.synthesis.label_to_image import gaussian_label_pairs
 from volgan.evaluation.registry import CYCLESHAPE_MODES, FILTERED_SETTING, SEGMENTATION_SETTINGS, method
-from volgan.evaluation.report import plot_curve, write_report
+from volgan.evaluation.report import json_ready, plot_learning_curve, write_report
 from volgan.evaluation.scores import CYCLESHAPE_METRICS, HELD_OUT
 from volgan.evaluation.segmentor import evaluate_segmentor, train_segmentor
+from volgan.evaluation.statistics import mean_interval
 from volgan.io import atomic_write_json, save_weights
 from volgan.synthesis import synthesize_augmentations
 
 __all__ = ["compare_segmentation", "compare_bundle_settings", "compare_cycleshape", "learning_curve",
+           "bundle_learning_curve", "learning_curve_over", "write_learning_curve", "train_synthesis_pools",
+           "budget_overrides",
            "evaluate_bundle", "run_cached", "segmentor_weights"]
 
 
@@ -57,9 +65,12 @@ def _slug(name: str) -> str:
 
 
 def run_cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Resumability: the stored result of a (setting, seed), or compute and store it atomically."""
+    """Resumability: the stored result of a (setting, seed), or compute and store it atomically (a file at
+    ``path`` that is not a run result, without ``rows``, is recomputed over)."""
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, dict) and "rows" in stored:
+            return stored
     t0 = time.time()
     res = compute()
     res["seconds"] = time.time() - t0
@@ -68,8 +79,11 @@ def run_cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, A
 
 
 def segmentor_weights(output_dir: str | Path, setting: str, seed: int) -> Path:
-    """Where ``compare_segmentation`` keeps the segmentor it trained for (``setting``, ``seed``)."""
-    return Path(output_dir) / "runs" / f"{_slug(setting)}_seed{seed}.pt"
+    """Where ``compare_segmentation`` keeps the segmentor it trained for (``setting``, ``seed``): beside the run's
+    result ``runs/<setting>_seed<k>.json`` but under another stem, since ``save_weights`` writes its
+    ``<stem>.json`` sidecar next to the weights (a run killed between the two must not leave a sidecar where its
+    result is looked for)."""
+    return Path(output_dir) / "runs" / f"{_slug(setting)}_seed{seed}_segmentor.pt"
 
 
 def _show(progress: Any) -> bool:
@@ -91,10 +105,24 @@ def parse_setting(name: str) -> tuple[bool, str | None, float]:
     return m.group(1) is not None, pool, float(m.group(2) or 0)
 
 
+#: synthetic pairs shared by every seed, or per seed (``{seed: pairs}``: one GAN trained per seed, so the seeds
+#: resample the GAN as well as the segmentor)
+Pool = Union[Sequence[Mapping[str, Any]], Mapping[int, Sequence[Mapping[str, Any]]]]
+
+
+def _for_seed(pool: Pool | None, seed: int) -> Sequence[Mapping[str, Any]]:
+    """The pairs of ``pool`` that seed ``seed`` uses (a per-seed pool must have that seed)."""
+    if isinstance(pool, Mapping):
+        if seed not in pool:
+            raise VolganConfigError(f"no synthetic pairs for seed {seed}: the pools were made for seeds {sorted(pool)}")
+        return pool[seed]
+    return pool or []
+
+
 def compare_segmentation(
     real_train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
-    synthetic: Sequence[Mapping[str, Any]],
+    synthetic: Pool,
     output_dir: str | Path,
     settings: Sequence[str] = SEGMENTATION_SETTINGS,
     seeds: Sequence[int] = (0,),
@@ -109,8 +137,8 @@ def compare_segmentation(
     progress: Any = "auto",
     title: str = "real vs real + synthetic",
     names: Mapping[str, str] | None = None,
-    filtered: Sequence[Mapping[str, Any]] | None = None,
-    gaussian: Sequence[Mapping[str, Any]] | None = None,
+    filtered: Pool | None = None,
+    gaussian: Pool | None = None,
 ) -> dict[str, Any]:
     """Train the same 3D segmentor (``volgan.evaluation.segmentor.train_segmentor``; ``segmentor``: its
     ``channels``, ``patch_size``, ``batch_size``, ``lr``, ``betas``) for ``iterations`` under each setting and seed,
@@ -120,18 +148,19 @@ def compare_segmentation(
     in the report (default their own names). ``real+100% filtered`` adds as many pairs as ``real+100%``, drawn from
     ``filtered`` (the synthetic pairs the quality scores rank best, ``filter_pairs``); ``real+P% gaussian`` from
     ``gaussian`` (the per-label Gaussian baseline, ``volgan.synthesis.gaussian_label_pairs``); ``real+aug`` and
-    ``real+aug+P%`` train with the standard augmentation baseline. Each trained segmentor is kept as
-    ``runs/<setting>_seed<k>.pt`` (``segmentor_weights``). Returns the report (also written to ``output_dir``)."""
+    ``real+aug+P%`` train with the standard augmentation baseline. Every pool (``synthetic``, ``filtered``,
+    ``gaussian``) may be given per seed (``{seed: pairs}``, e.g. one GAN trained per seed). Each trained segmentor is kept as
+    ``runs/<setting>_seed<k>_segmentor.pt`` (``segmentor_weights``). Returns the report (also written to ``output_dir``)."""
     regions = dict(regions or BRATS_REGIONS)
     parsed = {s: parse_setting(s) for s in settings}
     if not real_train or not test:
         raise VolganConfigError("compare_segmentation needs real training cases and test cases")
     pools = {"gan": synthetic, "filtered": filtered, "gaussian": gaussian}
     for name, (_, pool, _) in parsed.items():
-        if pool is not None and not pools[pool]:
+        if pool is not None and not all(_for_seed(pools[pool], s) for s in seeds):
             what = {"gan": "synthetic pairs", "filtered": "quality-filtered synthetic pairs",
                     "gaussian": "per-label Gaussian baseline pairs"}[pool]
-            raise VolganConfigError(f"setting {name!r} needs {what}; none given")
+            raise VolganConfigError(f"setting {name!r} needs {what} for every seed {list(seeds)}; none given")
     seg = dict(segmentor or {})
     names = dict(names or {})
     out = Path(output_dir)
@@ -145,16 +174,18 @@ def compare_segmentation(
                                            device=device, progress=False, **seg, **kw)
 
                 augment, pool, percent = parsed[name]
+                gan_pairs = _for_seed(synthetic, seed)
                 if name == "synthetic":
-                    items, net = synthetic, train(synthetic)
+                    items, net = gan_pairs, train(gan_pairs)
                 elif name != "pretrain+finetune":  # real [+aug] [+P % of a pool]
-                    items = real_train if pool is None else mix_datalists(real_train, pools[pool], percent, seed=seed)
+                    items = (real_train if pool is None else
+                             mix_datalists(real_train, _for_seed(pools[pool], seed), percent, seed=seed))
                     net = train(items, augment=augment)
                 else:  # pretrain+finetune
                     k = max(1, int(math.ceil(len(real_train) * finetune_fraction)))
                     idx = sorted(np.random.RandomState(seed).permutation(len(real_train))[:k])
                     items = [real_train[i] for i in idx]
-                    net = train(items, network=train(synthetic),
+                    net = train(items, network=train(gan_pairs),
                                 iterations=finetune_iterations or max(1, iterations // 2))
                 save_weights(net, segmentor_weights(out, name, seed))
                 rows = evaluate_segmentor(net, test, label_values, regions, roi_size, device, hd95=True)
@@ -266,66 +297,204 @@ def compare_cycleshape(
 def learning_curve(
     real_train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
-    synthetic: Sequence[Mapping[str, Any]],
+    synthetic: Pool | None,
     output_dir: str | Path,
     sizes: Sequence[int] | None = None,
     percent: float = 100.0,
     metric: str | None = None,
+    settings: Sequence[str] | None = None,
+    pools: Callable[[Sequence[Mapping[str, Any]], int, Path], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Dice vs number of real training cases (``sizes``, default 1, 2, 4, ... up to all), real only vs real +
-    ``percent`` % synthetic. Synthetic pairs carrying a ``source`` (volgan's synthesis datalists do) are restricted
-    to those made from the chosen real label maps, so a point never uses synthetic data derived from cases it
-    does not have. ``metric``: the column plotted (default ``WT`` when present, else the first). Writes
-    ``learning_curve.csv/.md/.png`` into ``output_dir``; ``kwargs`` go to ``compare_segmentation`` (seeds,
-    iterations, segmentor, ...)."""
+    """The low-data regime (issue #20): ``compare_segmentation`` on the first k real training cases for each k in
+    ``sizes`` (default 1, 2, 4, ... up to all), under ``settings`` (default real only vs real + ``percent`` %
+    synthetic; any ``compare_segmentation`` setting, e.g. the baselines ``real+aug``, ``real+100% gaussian``).
+
+    Synthetic data never comes from cases a point does not have: with ``pools`` (``(chosen cases, seed, folder)
+    -> {"gan": pairs, "gaussian": pairs}``, e.g. a GAN trained on exactly those cases with that seed:
+    ``train_synthesis_pools``) each point and seed gets its own; otherwise ``synthetic`` pairs carrying a
+    ``source`` (volgan's synthesis datalists do) are restricted to those made from the chosen label maps.
+    Writes ``learning_curve.{md,csv,json,png}`` (``write_learning_curve``); ``kwargs`` go to
+    ``compare_segmentation`` (seeds, iterations, segmentor, ...)."""
     n = len(real_train)
-    sizes = sorted({int(s) for s in (sizes or [2**k for k in range(int(math.log2(max(n, 1))) + 1)] + [n]) if 0 < s <= n})
+    settings = list(settings or ("real", f"real+{percent:g}%"))
     out = Path(output_dir)
-    setting = f"real+{percent:g}%"
+    seeds = list(kwargs.pop("seeds", (0,)))
+
+    def point(k: int, folder: Path) -> dict[str, Any]:
+        chosen = list(real_train[:k])
+        if pools is not None:
+            made = {seed: pools(chosen, seed, folder / f"pools_seed{seed}") for seed in seeds}
+            per_pool = {key: {seed: m.get(key, []) for seed, m in made.items()} for key in ("gan", "gaussian")}
+            return compare_segmentation(chosen, test, per_pool["gan"], folder, settings=settings, seeds=seeds,
+                                        gaussian=per_pool["gaussian"], **kwargs)
+        labels = {os.path.abspath(str(it["label"])) for it in chosen}
+
+        def mine(pool: Pool | None) -> Pool:
+            keep = lambda items: [s for s in items or [] if "source" not in s  # noqa: E731
+                                  or os.path.abspath(str(s["source"])) in labels]
+            return {sd: keep(v) for sd, v in pool.items()} if isinstance(pool, Mapping) else keep(pool)
+
+        extra = {key: mine(kwargs[key]) for key in ("gaussian", "filtered") if kwargs.get(key) is not None}
+        return compare_segmentation(chosen, test, mine(synthetic), folder, settings=settings, seeds=seeds,
+                                    **{**kwargs, **extra})
+
+    return learning_curve_over(_sizes(sizes, n), point, out, metric, "real")
+
+
+def bundle_learning_curve(bundle: str, train: Sequence[Mapping[str, Any]], test: Any, output_dir: str | Path,
+                          sizes: Sequence[int] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
+                          metric: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``learning_curve`` for methods compared inside their bundle (P3, P4, P5): ``compare_bundle_settings`` on
+    the first k cases of ``train`` for each k in ``sizes`` (each bundle trains its GAN on exactly those cases and
+    seed). Bundles that stop early on held-out cases (P4, P5) should get a fixed ``val_dataset_dir`` in
+    ``common`` (``evaluate_bundle`` sets aside cases for it), so every point validates on the same cases."""
+    entry = method(bundle)
+    out = Path(output_dir)
+
+    def point(k: int, folder: Path) -> dict[str, Any]:
+        return compare_bundle_settings(bundle, list(train[:k]), test, folder, settings=settings, **kwargs)
+
+    return learning_curve_over(_sizes(sizes, len(train)), point, out, metric, entry.reference)
+
+
+def _sizes(sizes: Sequence[int] | None, n: int) -> list[int]:
+    default = [2**k for k in range(int(math.log2(max(n, 1))) + 1)] + [n]
+    chosen = sorted({int(s) for s in (sizes or default)})
+    too_many = [s for s in chosen if s > n]
+    if too_many or not chosen or chosen[0] < 1:
+        raise VolganConfigError(f"learning-curve sizes {chosen}: each must be 1..{n} (the real training cases there "
+                                "are); pass smaller --sizes or more cases")
+    return chosen
+
+
+def learning_curve_over(sizes: Sequence[int], point: Callable[[int, Path], dict[str, Any]], output_dir: str | Path,
+                        metric: str | None = None, reference: str | None = None) -> dict[str, Any]:
+    """Any learning curve: ``point(k, folder)`` (a harness report, e.g. ``compare_bundle_settings`` on k training
+    slices) for every size k; per setting the mean ``metric`` (default WT, else Dice, else the first) with its
+    bootstrap interval over cases and seeds, and its paired difference to the report's reference (or
+    ``reference``) with interval and verdict. Writes ``write_learning_curve``'s files into ``output_dir``."""
+    out = Path(output_dir)
     points = []
     for k in sizes:
-        chosen = list(real_train[:k])
-        labels = {os.path.abspath(str(it["label"])) for it in chosen}
-        syn = [s for s in synthetic if "source" not in s or os.path.abspath(str(s["source"])) in labels]
-        res = compare_segmentation(chosen, test, syn, out / f"n{k}", settings=("real", setting), **kwargs)
-        summary = next(iter(res["results"].values()))["summary"]
-        col = metric or ("WT" if "WT" in summary else next(iter(summary)))
-        points.append({"n_real": k, "metric": col, **{
-            s: res["results"][s]["summary"][col] for s in ("real", setting)}})
-    lines = [f"| real cases | real only ({points[0]['metric']}) | {setting} |", "|---:|---:|---:|"]
-    lines += [f"| {p['n_real']} | {p['real'][0]:.3f} ± {p['real'][1]:.3f} | {p[setting][0]:.3f} ± {p[setting][1]:.3f} |"
-              for p in points]
+        res = point(k, out / f"n{k}")
+        first = next(iter(res["results"].values()))["summary"]
+        col = metric or ("WT" if "WT" in first else "Dice" if "Dice" in first else next(iter(first)))
+        ref = res.get("reference") if res.get("reference") in res["runs"] else reference
+        row = {"n_real": k, "metric": col, "reference": ref, "settings": {}}
+        for name, runs in res["runs"].items():
+            ci = mean_interval(runs, col)
+            diff = res.get("comparison", {}).get(name, {}).get(col)
+            row["settings"][name] = {"mean": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_seeds": ci["n_seeds"],
+                                     "n_cases": ci["n_cases"], "difference": diff}
+        points.append(row)
+    return write_learning_curve(out, points)
+
+
+def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``learning_curve.md`` (per size and setting: mean [95 % interval], difference to the reference [interval]
+    and verdict, n), ``.csv``, ``.json`` and ``.png`` (``plot_learning_curve``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ref = points[0]["reference"] if points else None
+    lines = [f"{points[0]['metric'] if points else 'Dice'} per number of real training cases: mean [95 % bootstrap "
+             f"interval over test cases and seeds]; Δ: paired difference to {ref} [95 % interval], a verdict "
+             "only when the interval excludes 0.", "",
+             "| real cases | setting | mean [95 % CI] | Δ vs reference [95 % CI] | verdict | seeds x cases |",
+             "|---:|---|---:|---:|---|---:|"]
+    rows = []
+    for p in points:
+        for name, v in p["settings"].items():
+            d = v["difference"]
+            delta = "reference" if name == p["reference"] else (
+                f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d else "")
+            lines.append(f"| {p['n_real']} | {name} | {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] | {delta} | "
+                         f"{d['verdict'] if d else ''} | {v['n_seeds']} x {v['n_cases']} |")
+            rows.append([p["n_real"], name, p["metric"], v["mean"], v["lo"], v["hi"], *(
+                (d["mean"], d["lo"], d["hi"], d["verdict"]) if d else ("", "", "", ""))])
     table = "\n".join(lines)
     (out / "learning_curve.md").write_text(table + "\n", encoding="utf-8")
     with open(out / "learning_curve.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["n_real", "setting", "mean", "sd"])
-        for p in points:
-            for s in ("real", setting):
-                w.writerow([p["n_real"], s, *p[s]])
-    plot_curve(out / "learning_curve.png", points, (("real", "real only"), (setting, setting)))
-    return {"points": points, "table": table}
+        w.writerow(["n_real", "setting", "metric", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi", "verdict"])
+        w.writerows(rows)
+    atomic_write_json(out / "learning_curve.json", {"points": json_ready(list(points))})
+    plot_learning_curve(out / "learning_curve.png", points)
+    return {"points": list(points), "table": table}
 
 
-def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path: str | None = None,
+def train_synthesis_pools(bundle: str, train_overrides: Mapping[str, Any] | None = None, copies: int = 5,
+                          device: Any = "cpu", gaussian: bool = True, gan_iterations: int | None = None,
+                          **synthesis: Any) -> Callable[[Sequence[Mapping[str, Any]], int, Path], dict[str, list]]:
+    """``learning_curve``'s ``pools`` for label-map-to-image methods (MM-GAN): for (cases, seed, folder) train
+    ``bundle``'s generator on exactly those cases with that seed (train.yaml with ``train_overrides``; with
+    ``gan_iterations`` ``max_epochs`` = that many iterations over the cases, one per case and epoch as MM-GAN's
+    batch of one patch, so every point's GAN gets the same number of steps), synthesise ``copies`` perturbed pairs
+    per label map (``synthesize_augmentations``) and, with ``gaussian``, the per-label Gaussian baseline from the
+    same perturbed label maps. Each part is kept in ``folder`` and not redone."""
+    train_overrides = dict(train_overrides or {})
+
+    def pools(chosen: Sequence[Mapping[str, Any]], seed: int, folder: Path) -> dict[str, list]:
+        gan, syn_dir, g_dir = folder / "gan", folder / "synthetic", folder / "gaussian"
+        if not (gan / "finished").is_file():  # training resumes from its newest checkpoint
+            epochs = {} if gan_iterations is None else {"max_epochs": max(1, -(-int(gan_iterations) // len(chosen)))}
+            run_bundle(bundle, "train", dataset_dir=[dict(it) for it in chosen], output_dir=str(gan), seed=seed,
+                       **{"device": device, **train_overrides, **epochs})
+            (gan / "finished").write_text("", encoding="utf-8")
+        made = {"gan": load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
+                synthesize_augmentations([{"label": it["label"]} for it in chosen], gan / "model.pt", syn_dir,
+                                         copies=copies, seed=seed, bundle=bundle, device=device, **synthesis)}
+        if gaussian:
+            made["gaussian"] = (load_datalist(g_dir / "datalist.json") if (g_dir / "datalist.json").is_file() else
+                                gaussian_label_pairs(chosen, [it["label"] for it in made["gan"]], g_dir, seed=seed))
+        return made
+
+    return pools
+
+
+def budget_overrides(bundle: str, fraction: float) -> dict[str, int]:
+    """``--budget F``: the method's budget options (``MethodEntry.budget``: their train.yaml defaults, or the
+    harness segmentor's ``iterations``) times ``F`` (at least 1): between ``--quick`` and the paper's budget."""
+    if not fraction > 0:
+        raise VolganConfigError(f"--budget must be a fraction > 0 of the paper's budget (e.g. 0.1), got {fraction}")
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, "train"))
+    defaults = {"iterations": inspect.signature(compare_segmentation).parameters["iterations"].default}
+    out = {}
+    for key in method(bundle).budget:
+        value = defaults.get(key, parser.get(key))
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise VolganConfigError(f"{bundle}: budget option {key!r} has no plain integer default ({value!r})")
+        out[key] = max(1, int(round(value * float(fraction))))
+    return out
+
+
+def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path: str | Sequence[str] | None = None,
                     test: Any = None, test_fraction: float = 0.25, seeds: Sequence[int] = (0,), copies: int = 5,
-                    device: Any = "cpu", quick: bool = False, **kwargs: Any) -> dict[str, Any]:
+                    device: Any = "cpu", quick: bool = False, sizes: Sequence[int] | None = None,
+                    budget: float | None = None, overrides: Mapping[str, Any] | None = None,
+                    **kwargs: Any) -> dict[str, Any]:
     """``volgan evaluate --bundle NAME``: split ``dataset`` by case (or use ``test``), then, by the method's
     registry entry (``volgan.evaluation.registry.METHODS``):
 
     - ``synthesis`` (MM-GAN): synthesise ``copies`` perturbed pairs per training label map with the generator
-      ``ckpt_path`` and run ``compare_segmentation`` (real, synthetic, real + 100/300/500 %, pre-train + fine-tune);
+      ``ckpt_path`` (one per seed: the seeds resample the GAN too) and run ``compare_segmentation`` (real, the
+      baselines, real + 100/300/500 %, pre-train + fine-tune ...);
     - ``unpaired`` (P2): ``dataset`` is domain A, ``dataset_b`` (or ``test_b``) domain B, each split by case;
       ``compare_cycleshape`` over the modes cyclegan / ada / ours (S-score and segmentation Dice);
     - ``settings`` (the 2D bundles): ``compare_bundle_settings`` with the bundle's own settings.
 
-    ``quick`` shrinks every budget (a smoke run); ``kwargs`` go to the comparison function."""
+    ``sizes``: the learning curve instead (``learning_curve`` / ``bundle_learning_curve``: the first k training
+    cases for each k; MM-GAN then trains one generator per size and seed, ``ckpt_path`` unused). ``quick`` shrinks
+    every budget (a smoke run), ``budget`` scales the paper's (``budget_overrides``); ``overrides``: bundle ids for
+    every training run (``volgan evaluate --set ID=VALUE``, e.g. P2's ``label_map_a``; MM-GAN: its GAN trainings);
+    ``kwargs`` go to the comparison function (explicit options win over all of these)."""
     entry = method(bundle)
     out = Path(output_dir)
+    seeds = [int(s) for s in seeds]
     items = resolve_dataset(dataset, out)
     if test is None:
-        train_items, test_items = split_datalist(items, test_fraction, int(seeds[0]), group_key=None)
+        train_items, test_items = split_datalist(items, test_fraction, seeds[0], group_key=None, source=dataset,
+                                                 remedy="pass --test with held-out cases, or add cases")
     else:
         train_items, test_items = items, resolve_dataset(test, out)
     names = kwargs.pop("settings", None)
@@ -333,48 +502,80 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
         bad = [n for n in names if n not in entry.settings]
         if bad:
             raise VolganConfigError(f"unknown setting(s) {bad} of {bundle}; choose from {list(entry.settings)}")
-    quick_kw = dict(entry.quick) if quick else {}
+    scaled = budget_overrides(bundle, budget) if budget is not None else {}
+    quick_kw = {**scaled, **(dict(entry.quick) if quick else {})}
     if entry.harness == "synthesis":
-        if ckpt_path is None:
-            raise VolganConfigError(f"{bundle} needs --ckpt-path: a trained generator (model.pt)")
-        syn_dir = out / "synthetic"
-        overrides = {"device": device, **({"gen_channels": kwargs.pop("gen_channels")} if "gen_channels" in kwargs else {})}
         names = list(names) if names is not None else list(entry.settings)
-        if FILTERED_SETTING in names:  # score every pair against the real training pairs
-            overrides.update(quality_reference=[dict(image=it["image"], label=it["label"]) for it in train_items],
-                             reject_copies=False)
-        if (syn_dir / "datalist.json").is_file():
-            synthetic = load_datalist(syn_dir / "datalist.json")
-        else:
-            synthetic = synthesize_augmentations([{"label": it["label"]} for it in train_items], ckpt_path, syn_dir,
-                                                 copies=copies, seed=int(seeds[0]), bundle=bundle, **overrides)
         kwargs["settings"] = names
-        if any(parse_setting(n)[1] == "gaussian" for n in names):  # the non-GAN baseline from the same label maps
-            gdir = out / "gaussian"
-            kwargs["gaussian"] = (load_datalist(gdir / "datalist.json") if (gdir / "datalist.json").is_file() else
-                                  gaussian_label_pairs(train_items, [it["label"] for it in synthetic], gdir,
-                                                       seed=int(seeds[0])))
-        if FILTERED_SETTING in names:
-            if not (syn_dir / "quality.csv").is_file():
-                raise VolganConfigError(f"{syn_dir}: synthesised without quality scores; remove it to rerun")
-            kwargs["filtered"] = filter_pairs(synthetic, syn_dir / "quality.csv")
-        return compare_segmentation(train_items, test_items, synthetic, out / "comparison", seeds=seeds,
-                                    device=device, title=f"{bundle}: real vs synthetic settings",
-                                    **{**quick_kw, **kwargs})
-    common = {**quick_kw, **dict(kwargs.pop("common", {}) or {}), "device": device}
+        kwargs = {**{k: v for k, v in quick_kw.items() if k != "max_epochs"}, **kwargs}
+        synth_kw = {"device": device, **({"gen_channels": kwargs.pop("gen_channels")} if "gen_channels" in kwargs else {})}
+        if sizes is not None:
+            train_kw = {**({"max_epochs": scaled["max_epochs"]} if "max_epochs" in scaled else {}),
+                        **(dict(entry.train_quick) if quick else {}), **dict(overrides or {}),
+                        **dict(kwargs.pop("train_overrides", {}) or {})}
+            pools = train_synthesis_pools(bundle, train_kw, copies=copies, device=device,
+                                          gaussian=any(parse_setting(n)[1] == "gaussian" for n in names),
+                                          **{k: v for k, v in synth_kw.items() if k != "device"})
+            return learning_curve(train_items, test_items, None, out / "learning_curve", sizes=sizes, pools=pools,
+                                  seeds=seeds, device=device, **kwargs)
+        ckpts = [ckpt_path] if isinstance(ckpt_path, (str, os.PathLike)) else list(ckpt_path or [])
+        if not ckpts:
+            raise VolganConfigError(f"{bundle} needs --ckpt-path: a trained generator (model.pt), one per seed to "
+                                    "resample the GAN too, or --sizes to train one per learning-curve point")
+        if len(ckpts) not in (1, len(seeds)):
+            raise VolganConfigError(f"--ckpt-path: {len(ckpts)} generators for seeds {seeds}: give one, or one per seed")
+        if FILTERED_SETTING in names:  # score every pair against the real training pairs
+            synth_kw.update(quality_reference=[dict(image=it["image"], label=it["label"]) for it in train_items],
+                            reject_copies=False)
+        per_seed = {}
+        for i, seed in enumerate(seeds if len(ckpts) > 1 else seeds[:1]):
+            syn_dir = out / ("synthetic" if len(ckpts) == 1 else f"synthetic_seed{seed}")
+            synthetic = (load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
+                         synthesize_augmentations([{"label": it["label"]} for it in train_items], ckpts[i], syn_dir,
+                                                  copies=copies, seed=seed, bundle=bundle, **synth_kw))
+            pools = {"synthetic": synthetic}
+            if any(parse_setting(n)[1] == "gaussian" for n in names):  # the non-GAN baseline, same label maps
+                gdir = out / ("gaussian" if len(ckpts) == 1 else f"gaussian_seed{seed}")
+                pools["gaussian"] = (load_datalist(gdir / "datalist.json") if (gdir / "datalist.json").is_file() else
+                                     gaussian_label_pairs(train_items, [it["label"] for it in synthetic], gdir,
+                                                          seed=seed))
+            if FILTERED_SETTING in names:
+                if not (syn_dir / "quality.csv").is_file():
+                    raise VolganConfigError(f"{syn_dir}: synthesised without quality scores; remove it to rerun")
+                pools["filtered"] = filter_pairs(synthetic, syn_dir / "quality.csv")
+            per_seed[seed] = pools
+        one = len(ckpts) == 1
+        pool = {key: (per_seed[seeds[0]][key] if one else {s: p[key] for s, p in per_seed.items()})
+                for key in per_seed[seeds[0]]}
+        return compare_segmentation(train_items, test_items, pool.pop("synthetic"), out / "comparison", seeds=seeds,
+                                    device=device, title=f"{bundle}: real vs synthetic settings", **pool, **kwargs)
+    common = {**quick_kw, **dict(overrides or {}), **dict(kwargs.pop("common", {}) or {}), "device": device}
     kwargs.pop("iterations", None)
     if entry.harness == "unpaired":
         dataset_b, test_b = kwargs.pop("dataset_b", None), kwargs.pop("test_b", None)
         if dataset_b is None:
             raise VolganConfigError(f"{bundle} needs --dataset-b: the second (unpaired) domain, e.g. MRI")
+        if sizes is not None:
+            raise VolganConfigError(f"{bundle}: --sizes (learning curves) is for methods trained on labelled cases; "
+                                    "P2 trains on two unpaired domains")
         items_b = resolve_dataset(dataset_b, out)
         if test_b is None:
-            train_b, test_b_items = split_datalist(items_b, test_fraction, int(seeds[0]), group_key=None)
+            train_b, test_b_items = split_datalist(items_b, test_fraction, seeds[0], group_key=None, source=dataset_b,
+                                                   remedy="pass --test-b with held-out domain-B cases, or add cases")
         else:
             train_b, test_b_items = items_b, resolve_dataset(test_b, out)
         return compare_cycleshape(train_items, train_b, test_items, test_b_items, out / "comparison",
                                   modes=names or list(entry.settings), seeds=seeds, common=common, **kwargs)
     if names is not None:
         kwargs["settings"] = {n: entry.settings[n] for n in names}
+    if sizes is not None:
+        if entry.val_key and not common.get(entry.val_key):  # the same held-out validation cases for every point
+            n_val = max(1, int(round(0.2 * len(train_items))))
+            if len(train_items) - n_val < max(sizes):
+                raise VolganConfigError(f"{bundle}: --sizes up to {max(sizes)} needs {max(sizes) + n_val} training "
+                                        f"cases ({n_val} set aside for validation); there are {len(train_items)}")
+            train_items, common[entry.val_key] = train_items[:-n_val], train_items[-n_val:]
+        return bundle_learning_curve(bundle, train_items, test_items, out / "learning_curve", sizes=sizes,
+                                     seeds=seeds, common=common, **kwargs)
     return compare_bundle_settings(bundle, train_items, test_items, out / "comparison", seeds=seeds, common=common,
                                    **kwargs)

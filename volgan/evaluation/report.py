@@ -21,7 +21,8 @@ from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Ju
 from volgan.evaluation.statistics import compare_to_reference
 from volgan.io import atomic_write_json
 
-__all__ = ["summarise", "aggregate", "format_table", "format_comparison", "write_report", "plot_bars", "plot_curve", "single_run"]
+__all__ = ["summarise", "aggregate", "format_table", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
+           "json_ready"]
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -111,7 +112,7 @@ def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence
         comparison = compare_to_reference(runs, reference, [m for m in metrics if not m.startswith("HD")])
         table = table + "\n\n" + format_comparison(comparison, reference)
     (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n", encoding="utf-8")
-    atomic_write_json(out / "results.json", _json_ready(
+    atomic_write_json(out / "results.json", json_ready(
         {"title": title, "note": note, "metrics": list(metrics), "results": agg, "runs": runs,
          "reference": reference, "comparison": comparison, **extra}))
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
@@ -127,12 +128,12 @@ def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence
             "reference": reference, "comparison": comparison, **extra}
 
 
-def _json_ready(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """Plain JSON: NaN/Inf become ``null`` (strict JSON has no NaN), tuples lists, other objects strings."""
     if isinstance(obj, Mapping):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, (int, np.integer, bool, str)) or obj is None:
@@ -155,15 +156,33 @@ def plot_bars(path: Path, agg: Mapping[str, Mapping[str, Any]], metric: str, tit
     fig.savefig(path, dpi=100)
 
 
-def plot_curve(path: Path, points: Sequence[Mapping[str, Any]], settings: Sequence[tuple[str, str]]) -> None:
-    """Learning curve: ``points[i]["n_real"]`` on x, ``points[i][setting]`` = (mean, sd) per (setting, label)."""
-    fig = Figure(figsize=(4.5, 3.2))
-    ax = fig.subplots()
+def plot_learning_curve(path: Path, points: Sequence[Mapping[str, Any]]) -> None:
+    """Learning curve with intervals: left, each setting's mean metric vs real training cases with its 95 %
+    bootstrap interval (over cases and seeds); right, each setting's paired difference to the reference with its
+    interval and the zero line (a point whose bar crosses 0 is no detectable difference)."""
+    fig = Figure(figsize=(9.0, 3.4))
+    ax, bx = fig.subplots(1, 2)
     x = [p["n_real"] for p in points]
-    for s, label in settings:
-        ax.errorbar(x, [p[s][0] for p in points], yerr=[p[s][1] for p in points], marker="o", capsize=3, label=label)
-    ax.set_xlabel("real training cases")
-    ax.set_ylabel(points[0]["metric"] if points else "Dice")
-    ax.legend(fontsize=8)
+    names = list(dict.fromkeys(n for p in points for n in p["settings"]))
+    for i, name in enumerate(names):
+        shift = (i - (len(names) - 1) / 2) * 0.04  # small log-x offsets: overlapping bars stay readable
+        xs = [xv * (1 + shift) for xv, p in zip(x, points) if name in p["settings"]]
+        v = [p["settings"][name] for p in points if name in p["settings"]]
+        ax.errorbar(xs, [a["mean"] for a in v], yerr=[[a["mean"] - a["lo"] for a in v], [a["hi"] - a["mean"] for a in v]],
+                    marker="o", capsize=3, label=name)
+        d = [(xv, a["difference"]) for xv, a in zip(xs, v) if a.get("difference")]
+        if d:
+            bx.errorbar([t[0] for t in d], [t[1]["mean"] for t in d],
+                        yerr=[[t[1]["mean"] - t[1]["lo"] for t in d], [t[1]["hi"] - t[1]["mean"] for t in d]],
+                        marker="o", capsize=3, label=name, color=f"C{i}")
+    metric = points[0]["metric"] if points else "Dice"
+    for a in (ax, bx):
+        a.set_xscale("log", base=2)
+        a.set_xticks(x, [str(v) for v in x])
+        a.set_xlabel("real training cases")
+    bx.axhline(0.0, color="k", lw=0.8)
+    ax.set_ylabel(f"{metric} (mean, 95 % CI)")
+    bx.set_ylabel(f"Δ {metric} vs {points[0]['reference'] if points else 'reference'}")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["paired_differences", "paired_bootstrap", "verdict", "compare_to_reference", "BETTER", "WORSE", "NO_DIFF"]
+__all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict", "compare_to_reference",
+           "BETTER", "WORSE", "NO_DIFF"]
 
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
 
@@ -37,6 +38,25 @@ def paired_differences(runs: Sequence[Mapping[str, Any]], reference: Sequence[Ma
             if a.get(c) is not None and b.get(c) is not None:
                 out[i, j] = float(a[c]) - float(b[c])
     return out
+
+
+def metric_matrix(runs: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+    """(seeds, cases) values of ``metric`` over one setting's runs (rows matched by ``case``; NaN where missing)."""
+    cases = sorted({str(row.get("case")) for r in runs for row in r["rows"]})
+    out = np.full((len(runs), len(cases)), np.nan)
+    for i, run in enumerate(runs):
+        vals = {str(row.get("case")): row.get(metric) for row in run["rows"]}
+        for j, c in enumerate(cases):
+            if vals.get(c) is not None:
+                out[i, j] = float(vals[c])
+    return out
+
+
+def mean_interval(runs: Sequence[Mapping[str, Any]], metric: str, n_boot: int = 10000, seed: int = 0
+                  ) -> dict[str, Any]:
+    """A setting's mean ``metric`` and its bootstrap interval over test cases and seeds (``paired_bootstrap`` of
+    the values themselves): the error bar of a learning-curve point."""
+    return paired_bootstrap(metric_matrix(runs, metric), n_boot, seed=seed)
 
 
 def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:

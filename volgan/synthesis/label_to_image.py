@@ -6,7 +6,7 @@ Gaussian blur (partial-volume smoothness). Background (label 0) stays 0, as in s
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +23,60 @@ __all__ = ["LabelGaussianModel", "gaussian_label_pairs"]
 
 
 class LabelGaussianModel:
-    """Per label value: mean and standard deviation of the real images' intensities inside it (``fit``), and
-    ``sample(label_map, rng)``: an image with N(mean_k, sd_k) voxels in label k, blurred by ``sigma`` voxels inside
-    the foreground."""
+    """Per label value: mean and standard deviation of the real images' intensities inside it (``fit`` on files,
+    ``fit_arrays`` on (image, label) arrays), and ``sample(label_map, rng)``: an image with N(mean_k, sd_k) voxels
+    in label k, blurred by ``sigma`` voxels inside the modelled region.
 
-    def __init__(self, sigma: float = 0.7):
-        self.sigma = float(sigma)
+    Args:
+        sigma: Gaussian blur (voxels) after sampling (partial-volume smoothness).
+        background: also model label 0 (2D slices of CT/MRI, where "background" is anatomy); otherwise it stays
+            ``0`` (skull-stripped MRI, MM-GAN's convention).
+        clip: (low, high) the sampled intensities are clipped to (default: non-negative, MRI).
+    """
+
+    def __init__(self, sigma: float = 0.7, background: bool = False, clip: Sequence[float | None] = (0.0, None)):
+        self.sigma, self.background = float(sigma), bool(background)
+        self.clip = tuple(clip)
         self.params: dict[int, tuple[float, float]] = {}
 
     def fit(self, items: Sequence[Mapping[str, Any]]) -> LabelGaussianModel:
+        def arrays():
+            for it in items:
+                img, lab = np.asarray(load_volume(it["image"]), np.float64), np.asarray(load_volume(it["label"]))
+                img = img[..., 0] if img.ndim == lab.ndim + 1 else img
+                if img.shape != lab.shape:
+                    raise VolganDataError(str(it["image"]), f"shape {img.shape} differs from its label map's {lab.shape}")
+                yield img, lab
+
+        return self.fit_arrays(arrays(), source=str(items[0]["label"]) if items else "<none>")
+
+    def fit_arrays(self, pairs: Iterable[tuple[Any, Any]], source: str = "the training pairs") -> LabelGaussianModel:
+        """Fit to (image, label) arrays of one shape each (``source`` names them in the error of an empty fit)."""
         sums: dict[int, list[np.ndarray]] = {}
-        for it in items:
-            img, lab = np.asarray(load_volume(it["image"]), np.float64), np.asarray(load_volume(it["label"]))
-            img = img[..., 0] if img.ndim == lab.ndim + 1 else img
-            if img.shape != lab.shape:
-                raise VolganDataError(str(it["image"]), f"shape {img.shape} differs from its label map's {lab.shape}")
+        for img, lab in pairs:
+            img, lab = np.asarray(img, np.float64), np.asarray(lab)
             for v in np.unique(lab):
-                if v != 0:
+                if v != 0 or self.background:
                     sums.setdefault(int(v), []).append(img[lab == v])
-        if not sums:
-            raise VolganDataError(str(items[0]["label"]) if items else "<none>", "no foreground labels to fit")
+        if not any(int(v) != 0 for v in sums):
+            raise VolganDataError(source, "no foreground labels to fit")
         self.params = {v: (float(np.concatenate(x).mean()), float(np.concatenate(x).std())) for v, x in sums.items()}
         return self
 
     def sample(self, label: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        label = np.asarray(label)
         out = np.zeros(label.shape, np.float32)
         for v in np.unique(label):
-            if v == 0:
+            if v == 0 and not self.background:
                 continue
             mean, sd = self.params.get(int(v), (0.0, 0.0))
             m = label == v
             out[m] = rng.normal(mean, sd, int(m.sum()))
-        fg = label > 0
-        if self.sigma > 0 and fg.any():  # blur inside the foreground only: normalised convolution
+        fg = np.ones(label.shape, bool) if self.background else label > 0
+        if self.sigma > 0 and fg.any():  # blur inside the modelled region only: normalised convolution
             w = ndimage.gaussian_filter(fg.astype(np.float32), self.sigma)
             out = np.where(fg, ndimage.gaussian_filter(out, self.sigma) / np.maximum(w, 1e-6), 0.0)
-        return np.clip(out, 0, None).astype(np.float32)
+        return np.clip(out, *self.clip).astype(np.float32)
 
 
 def gaussian_label_pairs(real: Sequence[Mapping[str, Any]], label_maps: Sequence[str | os.PathLike],
