@@ -168,5 +168,12 @@ def test_synthesis_refuses_raw_tumour_labels_and_adds_the_brain_label_as_trainin
     lab = np.asarray(nib.load(str(data / "c0_label.nii.gz")).dataobj)
     train_rule = BrainLabeld(brain_as_label=True)({"image": img[None], "label": lab[None]})["label"][0]
     np.testing.assert_array_equal(written, train_rule)  # the same brain label as training adds
+    from volgan.apps.cli import main  # the CLI passes the same options (volgan synthesize --brain-as-label)
+
+    assert main(["synthesize", str(data), "--ckpt-path", str(tiny_generator), "--output-dir", str(tmp_path / "s4"),
+                 "--device", "cpu", "--brain-as-label"]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "s4" / "c0_label.nii.gz")).dataobj), train_rule)
+    assert main(["synthesize", str(data), "--ckpt-path", str(tiny_generator), "--output-dir", str(tmp_path / "s5"),
+                 "--device", "cpu"]) == 2  # raw tumour labels: one line naming the options
     synth = np.asarray(nib.load(str(tmp_path / "s3" / "c0_synth.nii.gz")).dataobj)
     assert synth.shape == lab.shape and np.all(synth[written > 0] > 0)  # z-scored region = the head, not the tumour

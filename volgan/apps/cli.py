@@ -33,6 +33,10 @@ def _synthesize(args: argparse.Namespace) -> int:
     extra = {"perturb": args.perturb, "seed": args.seed, "overwrite": args.overwrite, "device": args.device}
     if args.roi_size:
         extra["roi_size"] = args.roi_size
+    if args.brain_as_label:
+        extra["brain_as_label"] = True
+    if args.brain_mask:
+        extra["brain_mask"] = args.brain_mask
     path = synthesize(args.input, args.ckpt_path, args.output_dir, bundle=args.bundle, **extra)
     print(path)
     return 0
@@ -146,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--roi-size", type=int, nargs="+")
     s.add_argument("--device", default="auto")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--brain-as-label", action="store_true", help="label maps without the brain label 3: add it from "
+                   "each image's head mask, as training does (INPUT must then be (image, label) pairs)")
+    s.add_argument("--brain-mask", help="label maps without the brain label 3: a brain mask file or a folder of "
+                   "<case>_brain_mask files")
     s.set_defaults(func=_synthesize)
 
     e = sub.add_parser("evaluate", help="segmentation with vs without synthetic data: the settings the papers compare")
