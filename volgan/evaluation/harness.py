@@ -440,15 +440,27 @@ def train_synthesis_pools(bundle: str, train_overrides: Mapping[str, Any] | None
             run_bundle(bundle, "train", dataset_dir=[dict(it) for it in chosen], output_dir=str(gan), seed=seed,
                        **{"device": device, **train_overrides, **epochs})
             (gan / "finished").write_text("", encoding="utf-8")
-        made = {"gan": load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
-                synthesize_augmentations([{"label": it["label"]} for it in chosen], gan / "model.pt", syn_dir,
-                                         copies=copies, seed=seed, bundle=bundle, device=device, **synthesis)}
-        if gaussian:
-            made["gaussian"] = (load_datalist(g_dir / "datalist.json") if (g_dir / "datalist.json").is_file() else
-                                gaussian_label_pairs(chosen, [it["label"] for it in made["gan"]], g_dir, seed=seed))
-        return made
+        return synthetic_pools(chosen, gan / "model.pt", syn_dir, g_dir if gaussian else None, seed, copies, bundle,
+                               device=device, **synthesis)
 
     return pools
+
+
+def synthetic_pools(cases: Sequence[Mapping[str, Any]], ckpt_path: str | os.PathLike, syn_dir: Path,
+                    gaussian_dir: Path | None, seed: int, copies: int, bundle: str, **synthesis: Any) -> dict[str, list]:
+    """One generator's pools: ``{"gan": copies perturbed pairs per label map of cases}`` (``synthesize_augmentations``)
+    and, with ``gaussian_dir``, ``"gaussian"``: the per-label Gaussian baseline of the same perturbed label maps.
+    Each is read back from its folder's ``datalist.json`` when it exists, not redone."""
+    def cached(folder: Path, make: Callable[[], list]) -> list:
+        return load_datalist(folder / "datalist.json") if (folder / "datalist.json").is_file() else make()
+
+    made = {"gan": cached(syn_dir, lambda: synthesize_augmentations(
+        [{"label": it["label"]} for it in cases], ckpt_path, syn_dir, copies=copies, seed=seed, bundle=bundle,
+        **synthesis))}
+    if gaussian_dir is not None:
+        made["gaussian"] = cached(gaussian_dir, lambda: gaussian_label_pairs(
+            cases, [it["label"] for it in made["gan"]], gaussian_dir, seed=seed))
+    return made
 
 
 def budget_overrides(bundle: str, fraction: float) -> dict[str, int]:
@@ -529,25 +541,20 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
                             reject_copies=False)
         per_seed = {}
         for i, seed in enumerate(seeds if len(ckpts) > 1 else seeds[:1]):
-            syn_dir = out / ("synthetic" if len(ckpts) == 1 else f"synthetic_seed{seed}")
-            synthetic = (load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
-                         synthesize_augmentations([{"label": it["label"]} for it in train_items], ckpts[i], syn_dir,
-                                                  copies=copies, seed=seed, bundle=bundle, **synth_kw))
-            pools = {"synthetic": synthetic}
-            if any(parse_setting(n)[1] == "gaussian" for n in names):  # the non-GAN baseline, same label maps
-                gdir = out / ("gaussian" if len(ckpts) == 1 else f"gaussian_seed{seed}")
-                pools["gaussian"] = (load_datalist(gdir / "datalist.json") if (gdir / "datalist.json").is_file() else
-                                     gaussian_label_pairs(train_items, [it["label"] for it in synthetic], gdir,
-                                                          seed=seed))
+            tag = "" if len(ckpts) == 1 else f"_seed{seed}"
+            syn_dir = out / f"synthetic{tag}"
+            wants_gaussian = any(parse_setting(n)[1] == "gaussian" for n in names)  # the non-GAN baseline
+            pools = synthetic_pools(train_items, ckpts[i], syn_dir, out / f"gaussian{tag}" if wants_gaussian else None,
+                                    seed, copies, bundle, **synth_kw)
             if FILTERED_SETTING in names:
                 if not (syn_dir / "quality.csv").is_file():
                     raise VolganConfigError(f"{syn_dir}: synthesised without quality scores; remove it to rerun")
-                pools["filtered"] = filter_pairs(synthetic, syn_dir / "quality.csv")
+                pools["filtered"] = filter_pairs(pools["gan"], syn_dir / "quality.csv")
             per_seed[seed] = pools
         one = len(ckpts) == 1
         pool = {key: (per_seed[seeds[0]][key] if one else {s: p[key] for s, p in per_seed.items()})
                 for key in per_seed[seeds[0]]}
-        return compare_segmentation(train_items, test_items, pool.pop("synthetic"), out / "comparison", seeds=seeds,
+        return compare_segmentation(train_items, test_items, pool.pop("gan"), out / "comparison", seeds=seeds,
                                     device=device, title=f"{bundle}: real vs synthetic settings", **pool, **kwargs)
     common = {**quick_kw, **dict(overrides or {}), **dict(kwargs.pop("common", {}) or {}), "device": device}
     kwargs.pop("iterations", None)
