@@ -24,6 +24,7 @@ paired difference to real only -> ``OUT/<method>/learning_curve/learning_curve.{
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -44,8 +45,10 @@ def write_volume(img: nib.Nifti1Image, lab: np.ndarray, zs: list[int], path: Pat
     aff = img.affine.copy()
     aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, zs[0]]) + img.affine[:3, 3]
     ip, lp = path.with_name(path.name + "_image.nii.gz"), path.with_name(path.name + "_label.nii.gz")
-    nib.save(nib.Nifti1Image(arr[..., zs].astype(np.float32), aff), str(ip))
-    nib.save(nib.Nifti1Image(lab[..., zs].astype(np.uint8), aff), str(lp))
+    for data, path in ((arr[..., zs].astype(np.float32), ip), (lab[..., zs].astype(np.uint8), lp)):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.nii.gz")  # atomic: runs of two methods share OUT/data
+        nib.save(nib.Nifti1Image(data, aff), str(tmp))
+        os.replace(tmp, path)
     return {"image": str(ip), "label": str(lp)}
 
 

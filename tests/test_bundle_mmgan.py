@@ -222,8 +222,9 @@ def test_gan_stops_when_held_out_ssim_stops_improving(tmp_path, tiny_dataset, ti
     stop = next((i + 1 for i in range(1, len(scores)) if scores[i] <= max(scores[:i])), len(scores))
     assert len(scores) == stop and wf.parser.get_parsed_content("train#gan_trainer").state.epoch == stop
     ck = torch.load(sorted(out.glob("checkpoint_*.pt"))[-1], weights_only=True)
-    assert set(ck["early_stop"]) == {"counter", "best_score"} and ck["early_stop"]["best_score"] == pytest.approx(
-        max(scores), abs=1e-6)
+    assert set(ck["early_stop"]) == {"counter", "best_score", "stopped"} and ck["early_stop"]["best_score"] == \
+        pytest.approx(max(scores), abs=1e-6)
+    assert ck["early_stop"]["stopped"] == (stop < 6)
 
 
 def test_tissue_classes_as_a_richer_condition(tmp_path, tiny_train_overrides):

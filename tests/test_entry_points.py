@@ -333,3 +333,33 @@ def test_cli_subcommands_subprocess(tmp_path):
         assert any(str(bad_file) in ln or str(tmp_path / "one") in ln for ln in lines), lines
         if out is not None:
             nothing_written(out)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_errors_inside_an_engine_run_are_logged_without_a_traceback(debug, caplog, capfd, monkeypatch):
+    """MONAI's StatsHandler logs every exception of an engine run with its traceback before re-raising it: after
+    the bundles' ``install_excepthook`` a VolganError keeps its one line there too (VOLGAN_DEBUG=1: the traceback)."""
+    import logging
+
+    from ignite.engine import Engine
+    from monai.handlers import StatsHandler
+
+    factory = logging.getLogRecordFactory()
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    if debug:
+        monkeypatch.setenv("VOLGAN_DEBUG", "1")
+    try:
+        install_excepthook()
+
+        def step(engine, batch):
+            raise VolganDataError("case7_image.nii.gz", "NaN voxels")
+
+        engine = Engine(step)
+        StatsHandler(name="volgan_test_stats").attach(engine)
+        with caplog.at_level(logging.INFO), pytest.raises(VolganDataError):
+            engine.run([0], max_epochs=1)
+    finally:
+        logging.setLogRecordFactory(factory)
+    out = caplog.text + "".join(capfd.readouterr())
+    assert "Exception: case7_image.nii.gz: NaN voxels" in out  # StatsHandler's own line
+    assert ("Traceback" in out) == debug

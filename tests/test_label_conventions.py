@@ -78,6 +78,11 @@ def test_head_mask_beats_nonzero_on_a_raw_head_and_keeps_skull_stripped_brains()
     ventricle = ndimage.binary_erosion(brain, iterations=3)
     stripped[ventricle] = 0  # CSF inside at the background value: a hole, filled
     np.testing.assert_array_equal(head_mask(stripped[None]), brain)
+    padded = np.pad(img, ((6, 6), (6, 6), (0, 0)))  # a raw scan resampled with zero padding around it (issue #21)
+    assert float((padded == 0).mean()) > 0.05  # a constant background: the old rule took all the air as head
+    head_p = np.pad(head, ((6, 6), (6, 6), (0, 0)))
+    mask_p = head_mask(padded[None])
+    assert _dice(mask_p, head_p) > 0.97 and mask_p.mean() < 1.2 * head_p.mean()
 
 
 def test_brain_labeld_sources_mask_folder_and_reserved_label(tmp_path):

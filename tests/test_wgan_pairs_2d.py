@@ -60,8 +60,10 @@ def test_early_stopping_and_evaluation(volumes, tmp_path):
     ck = sorted(out.glob("unet/checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))[-1]
     last_epoch = int(ck.stem.split("_")[1])
     assert last_epoch < 50  # lr 0: the validation loss never improves -> stopped early
-    state = torch.load(ck, weights_only=True)["trainer"]
-    assert state["iteration"] == last_epoch * state["epoch_length"]
+    ck = torch.load(ck, weights_only=True)
+    state = ck["trainer"]  # saved where it stopped (inside epoch last_epoch), marked as stopped
+    assert (last_epoch - 1) * state["epoch_length"] < state["iteration"] <= last_epoch * state["epoch_length"]
+    assert ck["early_stop"]["stopped"]
     seg = tmp_path / "seg"
     run_bundle("wgan_pairs_seg_2d", "inference", input=str(volumes), ckpt_path=str(out / "model.pt"),
                output_dir=str(seg), device="cpu", image_size=[32, 32], unet_channels=[8, 8, 8])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -68,11 +69,32 @@ def _volgan_excepthook(kind, exc, tb, previous=sys.__excepthook__) -> None:
     sys.stderr.flush()
 
 
+def _quiet_volgan_tracebacks() -> None:
+    """Log records carrying a ``VolganError`` keep their message and lose the traceback (MONAI's ``StatsHandler``
+    logs every exception raised in an engine run with ``logger.exception`` before re-raising it), unless
+    ``VOLGAN_DEBUG=1``: a log record factory, so every logger and handler, present or added later, is covered."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "volgan", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and not _debug() and find_volgan_error(exc) is not None:
+            record.exc_info, record.exc_text = None, None
+        return record
+
+    factory.volgan = True
+    logging.setLogRecordFactory(factory)
+
+
 def install_excepthook() -> None:
     """Report an uncaught ``VolganError`` (also one MONAI wrapped, found in the cause chain) as one line on stderr
-    instead of a traceback; other exceptions, and every exception with ``VOLGAN_DEBUG=1``, keep the previous hook.
-    The bundles' ``initialize`` calls it first, so ``python -m monai.bundle run`` errors read like the CLI's.
-    Idempotent; the exit status stays 1 (Python's for an uncaught exception)."""
+    instead of a traceback, and log it without one during engine runs; other exceptions, and every exception with
+    ``VOLGAN_DEBUG=1``, keep the previous hook. The bundles' ``initialize`` calls it first, so
+    ``python -m monai.bundle run`` errors read like the CLI's. Idempotent; the exit status stays 1 (Python's for
+    an uncaught exception)."""
+    _quiet_volgan_tracebacks()
     hook = sys.excepthook
     if getattr(hook, "volgan", False):
         return

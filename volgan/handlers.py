@@ -38,7 +38,7 @@ from torch.utils.tensorboard import SummaryWriter
 from volgan.config import as_bool
 from volgan.distributed import is_rank_zero, rank
 from volgan.errors import VolganError
-from volgan.io import atomic_torch_save, atomic_write_json, safe_torch_load, save_weights
+from volgan.io import atomic_torch_save, atomic_write_json, load_weights, safe_torch_load, save_weights
 
 __all__ = [
     "AtomicDiskSaver",
@@ -175,6 +175,7 @@ class CheckpointHandler:
         last._fname_prefix = "checkpoint"  # noqa: SLF001 - name files checkpoint_<epoch>.pt whatever the dict holds
         self._checkpoint = last
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.TERMINATE, self.save)  # stopped early (also inside an epoch): kept
         engine.add_event_handler(Events.COMPLETED, self.save_final)
 
     def save(self, engine: Engine) -> None:
@@ -184,8 +185,9 @@ class CheckpointHandler:
 
     def save_final(self, engine: Engine) -> None:
         """At the end of training: the last epoch's state, when ``save_interval`` skipped it (so a finished run
-        always ends in its final checkpoint, and a resumed one knows it is done). A run stopped inside an epoch
-        (early stopping on iterations) is not saved here: its last checkpoint stays the last complete epoch."""
+        always ends in its final checkpoint, and a resumed one knows it is done). A run stopped early (also inside
+        an epoch: early stopping on iterations) was saved at ``Events.TERMINATE``; the stopping handler's state in
+        that checkpoint says it stopped, so a resumed run stops at once (``EarlyStoppingValidation``)."""
         state = engine.state
         whole_epoch = not state.epoch_length or state.iteration % state.epoch_length == 0
         if whole_epoch and state.epoch % self.save_interval and latest_checkpoint(self.save_dir) != \
@@ -631,6 +633,12 @@ class BestModelSaver:
             self.best_epoch = getattr(evaluator.state, "epoch", None)
             self.export()
 
+    def restore(self) -> None:
+        """Load the best weights written so far back into the network (nothing before the first export)."""
+        net = self.export.network
+        if self.export.path.is_file():
+            load_weights(net, self.export.path, map_location=next(net.parameters()).device)
+
     def state_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "mode": self.mode, "best": self.best}
 
@@ -670,30 +678,38 @@ class EarlyStoppingValidation:
     def __init__(self, validator: Engine, interval: int, patience_iterations: int = 0,
                  best_model_path: str | os.PathLike | None = None, metric: str = "val_loss", mode: str = "min",
                  epoch_level: bool = False, patience: int | None = None, curve_path: str | os.PathLike | None = None,
-                 enabled: Any = True):
+                 enabled: Any = True, restore_best: BestModelSaver | None = None):
         """``epoch_level``: ``interval`` counts epochs (MM-GAN validates per epoch); ``patience``: validations
         without a new best before the stop (default ``patience_iterations // interval``; ``<= 0``: never stop,
         only validate); ``curve_path``: a CSV that gets one ``epoch, iteration, <metric>`` row per validation (the
-        curve a stopping criterion is read from); ``enabled`` false (no validation data): attaches nothing."""
+        curve a stopping criterion is read from); ``enabled`` false (no validation data): attaches nothing;
+        ``restore_best``: the validator's ``BestModelSaver``, whose best weights are loaded back into its network
+        when the trainer completes (stopped or not; only with ``patience`` > 0), so later stages use the best."""
         self.validator, self.interval = validator, max(int(interval), 1)
         self.epoch_level, self.enabled = bool(epoch_level), as_bool(enabled)
         self.patience = int(patience) if patience is not None else max(1, int(patience_iterations) // self.interval)
         self.best_model_path, self.metric, self.mode = best_model_path, metric, mode
         self.curve_path = None if curve_path is None else Path(curve_path)
+        self.restore_best = restore_best
+        self.stopped, self._trainer = False, None
         self.stopper = EarlyStopHandler(patience=max(self.patience, 1),
                                         score_function=metric_score(self.metric, self.mode), epoch_level=True)
 
     def attach(self, engine: Engine) -> None:
         if not self.enabled:
             return
+        self._trainer = engine
         ValidationHandler(interval=self.interval, validator=self.validator, epoch_level=self.epoch_level).attach(engine)
         if self.patience > 0:
             self.stopper.set_trainer(engine)
             self.stopper.attach(self.validator)
+            engine.add_event_handler(Events.TERMINATE, self._mark_stopped)
         if self.curve_path is not None and is_rank_zero():
             self.validator.add_event_handler(Events.COMPLETED, lambda ev: self.record(engine, ev))
         if self.best_model_path is not None:
             EnsureBestModel(self.validator, self.best_model_path).attach(engine)
+        if self.restore_best is not None and self.patience > 0:
+            engine.add_event_handler(Events.COMPLETED, lambda _: self.restore_best.restore())
 
     def record(self, trainer: Engine, evaluator: Engine) -> None:
         """Append this validation's ``metric`` to ``curve_path`` (header on the first row)."""
@@ -704,13 +720,20 @@ class EarlyStoppingValidation:
                 f.write(f"epoch,iteration,{self.metric}\n")
             f.write(f"{trainer.state.epoch},{trainer.state.iteration},{float(evaluator.state.metrics[self.metric])}\n")
 
+    def _mark_stopped(self, engine: Engine) -> None:
+        h = getattr(self.stopper, "_handler", None)
+        self.stopped = self.stopped or bool(h is not None and h.counter >= self.patience)
+
     def state_dict(self) -> dict[str, Any]:
-        """Patience counter and best score (in the stage's checkpoint: a resumed run stops when an uninterrupted
-        one would)."""
-        return _early_stop_state(self.stopper)
+        """Patience counter, best score and whether it stopped the run (in the stage's checkpoint: a resumed run
+        stops when an uninterrupted one would, and one that had stopped stays stopped)."""
+        return {**_early_stop_state(self.stopper), "stopped": self.stopped}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         _load_early_stop_state(self.stopper, state)
+        self.stopped = bool(state.get("stopped", False))
+        if self.stopped and self._trainer is not None:  # loaded at Events.STARTED: the run ends before its loop
+            self._trainer.should_terminate = True
 
 
 def _early_stop_state(stopper: EarlyStopHandler) -> dict[str, Any]:

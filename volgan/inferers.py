@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer, sliding_window_inference
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -99,16 +99,28 @@ class SlicewiseInferer(Inferer):
     """MONAI inferer running a 2D network slice by slice over (B, C, X, Y, Z) volumes (P3, P4, P5): each slice along
     ``axis`` is prepared as in training (``network_slice``: resized to ``size``, clipped to [-1, 1]), segmented in
     batches of ``batch_size``, and its logits resized back (bilinear) and stacked, so the output is (B, K, X, Y, Z)
-    at the input's geometry. 2D inputs (B, C, H, W) go through in one pass."""
+    at the input's geometry. 2D inputs (B, C, H, W) go through in one pass. With ``window`` (the 2D bundles'
+    ``crop_size``: the network trained on crops) each prepared slice is segmented by MONAI's 2D sliding windows of
+    that size (gaussian blending, overlap ``overlap``, padding at -1, the background of the [-1, 1] scale)."""
 
-    def __init__(self, size: Sequence[int] | None = (256, 256), axis: int = 2, batch_size: int = 16):
+    def __init__(self, size: Sequence[int] | None = (256, 256), axis: int = 2, batch_size: int = 16,
+                 window: Sequence[int] | None = None, overlap: float = 0.25):
         super().__init__()
         self.size, self.axis, self.batch_size = (tuple(size) if size else None), int(axis), int(batch_size)
+        self.window = tuple(int(k) for k in window) if window else None
+        self.overlap = float(overlap)
+
+    def segment(self, slices: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        """The network's logits of a (N, C, h, w) batch of prepared slices: one pass, or windows of ``window``."""
+        if self.window is None:
+            return network(slices)
+        return sliding_window_inference(slices, self.window, self.batch_size, network, overlap=self.overlap,
+                                        mode="gaussian", padding_mode="constant", cval=-1.0)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         x = (inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)).float()
         if x.ndim == 4:
-            out = network(torch.stack([network_slice(s, self.size) for s in x]))
+            out = self.segment(torch.stack([network_slice(s, self.size) for s in x]), network)
             out = torch.stack([resize_slice(o.float(), x.shape[2:], "bilinear") for o in out])
             return convert_to_dst_type(out, inputs, dtype=out.dtype)[0]  # keeps a MetaTensor's geometry
         outs = []
@@ -119,7 +131,7 @@ class SlicewiseInferer(Inferer):
             for start in range(0, n, self.batch_size):
                 batch = torch.stack([network_slice(vol.select(self.axis + 1, i), self.size)
                                      for i in range(start, min(start + self.batch_size, n))])
-                logits = network(batch).float()
+                logits = self.segment(batch, network).float()
                 slices += [resize_slice(lg, plane, "bilinear") for lg in logits]
             outs.append(torch.stack(slices, dim=self.axis + 1))
         out = torch.stack(outs)
@@ -165,6 +177,8 @@ class SlicewiseSegmentation:
     Args:
         image_size: in-plane size the network was trained at (``None``: slices keep their size).
         slice_axis, batch_size: of ``SlicewiseInferer``.
+        window, overlap: the crop size the network was trained on (``crop_size``): each slice segmented by
+            sliding windows of it with this overlap.
         num_classes: the network's output classes (labels 1 .. num_classes - 1 are foreground).
         keep_largest: keep only the largest connected component of each foreground label.
         output_dir: where the segmentations go (``None``: nothing is written); ``postprocessing`` writes them into a
@@ -174,8 +188,9 @@ class SlicewiseSegmentation:
 
     def __init__(self, image_size: Sequence[int] | None = (256, 256), slice_axis: int = 2, batch_size: int = 16,
                  num_classes: int = 2, keep_largest: Any = True, output_dir: str | None = None,
-                 spatial_dims: int | None = None):
+                 spatial_dims: int | None = None, window: Sequence[int] | None = None, overlap: float = 0.25):
         self.image_size = list(image_size) if image_size else None
+        self.window, self.overlap = (list(window) if window else None), float(overlap)
         self.slice_axis, self.batch_size = int(slice_axis), int(batch_size)
         self.num_classes, self.keep_largest, self.output_dir = int(num_classes), as_bool(keep_largest), output_dir
         self.spatial_dims = int(spatial_dims) if spatial_dims is not None else len(image_size or (0, 0)) + 1
@@ -186,7 +201,7 @@ class SlicewiseSegmentation:
                         ScaleToUnitRanged(keys="image")])
 
     def inferer(self) -> SlicewiseInferer:
-        return SlicewiseInferer(self.image_size, self.slice_axis, self.batch_size)
+        return SlicewiseInferer(self.image_size, self.slice_axis, self.batch_size, self.window, self.overlap)
 
     def postprocessing(self) -> Compose:
         xforms: list = [AsDiscreted(keys="pred", argmax=True)]

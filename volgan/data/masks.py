@@ -18,28 +18,41 @@ from volgan.errors import VolganDataError
 __all__ = ["head_mask", "find_brain_mask", "CONSTANT_BACKGROUND_FRACTION", "MASK_TAGS"]
 
 #: a channel whose minimum holds at least this fraction of the voxels has a constant background (skull-stripped or
-#: masked scans, e.g. BraTS and volgan's sample data): everything above it is the head / brain
+#: masked scans, e.g. BraTS and volgan's sample data, or a raw scan zero-padded outside its field of view)
 CONSTANT_BACKGROUND_FRACTION = 0.05
+#: above a constant background, voxels darker than ``AIR_LEVEL`` of the 99th percentile are air; when they are at
+#: least ``AIR_FRACTION`` of those voxels the scan is a padded raw one (noisy air inside the field of view), not a
+#: skull-stripped one (whose darkest tissue, CSF, is far brighter than air)
+AIR_LEVEL = 0.05
+AIR_FRACTION = 0.2
 #: name endings of mask files in a ``brain_mask`` folder (``<case>_brain_mask.nii.gz``, ``<case>_brainmask...``)
 MASK_TAGS = ("_brain_mask", "_brainmask", "_brain", "_mask", "")
 
 
 def _channel_foreground(x: np.ndarray) -> np.ndarray:
     low = float(x.min())
+    values = x
     if float(np.mean(x == low)) >= CONSTANT_BACKGROUND_FRACTION:
-        return x > low
+        values = x[x > low]
+        if values.size == 0:
+            return x > low
+        top = float(np.percentile(values, 99))
+        if float(np.mean(values - low < AIR_LEVEL * (top - low))) < AIR_FRACTION:
+            return x > low  # skull-stripped or masked: everything above the background is brain / head
+        # zero-padded raw scan: the noisy air inside the field of view is cut below, as in an unpadded one
     try:  # air | dark tissue (skull, CSF) | bright tissue: the lowest of the 3-class Otsu thresholds cuts the air
-        return x > threshold_multiotsu(x, classes=3)[0]
+        return x > threshold_multiotsu(values, classes=3)[0]
     except ValueError:  # too few distinct intensities for three classes
-        return x > threshold_otsu(x)
+        return x > threshold_otsu(values)
 
 
 def head_mask(image: Any, channel_first: bool = True) -> np.ndarray:
     """The head (or, for skull-stripped scans, the brain) of an image, as a boolean spatial mask.
 
     Per channel: the voxels above a constant background when one exists (the minimum holds at least
-    ``CONSTANT_BACKGROUND_FRACTION`` of the voxels: skull-stripped/masked scans), else above the lowest threshold of a
-    3-class Otsu (air | skull, CSF | brain, scalp: raw scans with noisy air); the channels are united, the largest
+    ``CONSTANT_BACKGROUND_FRACTION`` of the voxels: skull-stripped/masked scans) and no air is left above it, else
+    above the lowest threshold of a 3-class Otsu (air | skull, CSF | brain, scalp: raw scans with noisy air, zero
+    padding outside their field of view left out of the fit); the channels are united, the largest
     connected component kept and its holes filled (ventricles, dark CSF, the dark skull, air in the sinuses), in 3D
     and in every slice along each axis (a head cut by the field of view, e.g. 25 thick slices, is open in 3D). A raw scan gives the whole head (skull and scalp included): for the
     brain alone give a brain mask (``brain_mask``) from a skull-stripping tool."""

@@ -24,7 +24,8 @@ from volgan.data.dataset import split_datalist
 from volgan.data.validate import check_image, check_label, check_pair, load_volume
 from volgan.errors import VolganDataError
 
-__all__ = ["select_slices", "resize_slice", "scale_to_unit_range", "network_slice", "ScaleToUnitRanged",
+__all__ = ["select_slices", "resize_slice", "scale_to_unit_range", "network_slice", "foreground_crop",
+           "network_input_size", "ScaleToUnitRanged",
            "SliceDataset", "SliceSplit", "restack", "ForegroundMaskd", "UNIT_RANGE_PERCENTILES"]
 
 #: per-volume intensity percentiles mapped to -1 and 1 (P3 and P5 scale intensities to [-1, 1])
@@ -78,6 +79,35 @@ def network_slice(image: torch.Tensor, size: Sequence[int] | None) -> torch.Tens
     return resize_slice(image, size, "bicubic").clamp(-1, 1)
 
 
+def foreground_crop(image: torch.Tensor, label: torch.Tensor, size: Sequence[int], fill: float = -1.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) image and label cropped to ``size`` around the centre of the label's foreground bounding box (the
+    slice's centre when it has none), the window moved inside the slice where it fits and padded (image ``fill``,
+    label 0) where the slice is smaller: the field of view of ``crop_size`` in the 2D bundles (issue #21), so a
+    small structure keeps its pixels instead of being resized away with the whole slice."""
+    size = tuple(int(k) for k in size)
+    fg = torch.nonzero(label[0] > 0)
+    shape = tuple(image.shape[-2:])
+    centre = ((fg.min(0).values + fg.max(0).values).float() / 2).tolist() if len(fg) else [(n - 1) / 2 for n in shape]
+    starts = []
+    for c, n, k in zip(centre, shape, size):
+        s = int(round(c - (k - 1) / 2))
+        starts.append(max(0, min(s, n - k)) if n >= k else -((k - n) // 2))
+    pads = []  # F.pad order: last axis first, (before, after)
+    for s, n, k in reversed(list(zip(starts, shape, size))):
+        pads += [max(0, -s), max(0, s + k - n)]
+    img = F.pad(image.float(), pads, value=float(fill)) if any(pads) else image
+    lab = F.pad(label, pads, value=0) if any(pads) else label
+    (y0, x0) = (max(s, 0) for s in starts)
+    return img[..., y0:y0 + size[0], x0:x0 + size[1]], lab[..., y0:y0 + size[0], x0:x0 + size[1]]
+
+
+def network_input_size(image_size: Sequence[int] | None, crop_size: Sequence[int] | None) -> list[int] | None:
+    """The in-plane size a 2D bundle's networks see: the crop when ``crop_size`` is set, else ``image_size``."""
+    size = crop_size or image_size
+    return None if size is None else [int(k) for k in size]
+
+
 class ScaleToUnitRanged(MapTransform):
     """Dictionary form of ``scale_to_unit_range`` for inference pipelines (keeps a MetaTensor's geometry)."""
 
@@ -115,12 +145,15 @@ class SliceDataset(Dataset):
             accepts both.
         foreground: label values of the structure; slices are selected by them, and a volume without any of
             them is an error (``None``: every label > 0).
+        crop: after resizing, each slice cropped to this size around its foreground (``foreground_crop``);
+            ``size=None`` with ``crop`` trains on the native in-plane resolution.
     """
 
     def __init__(self, items: Sequence[Mapping[str, Any]], axis: int = 2, size: Sequence[int] | None = (256, 256),
                  empty_fraction: float = 0.1, percentiles: tuple[float, float] = UNIT_RANGE_PERCENTILES,
                  label_values: Sequence[int] | None = None, transform: Callable | None = None, seed: int = 0,
-                 spatial_dims: int | None = None, foreground: Sequence[int] | None = None):
+                 spatial_dims: int | None = None, foreground: Sequence[int] | None = None,
+                 crop: Sequence[int] | None = None):
         self.transform = transform
         self.slices: list[dict[str, Any]] = []
         rng = np.random.RandomState(seed)
@@ -148,12 +181,11 @@ class SliceDataset(Dataset):
                 idx = select_slices(fg_t.numpy(), axis, empty_fraction, rng)
                 pairs = [(i, img_t.select(axis, i), lab_t.select(axis, i)) for i in idx]
             for si, im2, lb2 in pairs:
-                self.slices.append({
-                    "image": network_slice(im2[None], size),
-                    "label": resize_slice(lb2[None].float(), size, "nearest").long(),
-                    "case": ci, "slice": si,
-                })
-        if not self.slices:
+                image, label = network_slice(im2[None], size), resize_slice(lb2[None].float(), size, "nearest").long()
+                if crop is not None:
+                    image, label = foreground_crop(image, label, crop)
+                self.slices.append({"image": image, "label": label, "case": ci, "slice": si})
+        if items and not self.slices:  # an empty datalist (an optional validation set not given) is an empty set
             raise VolganDataError(None, "no slices with foreground in the datalist")
 
     def __len__(self) -> int:
@@ -172,12 +204,12 @@ class SliceSplit:
     def __init__(self, items: Sequence[Mapping[str, Any]], val_items: Sequence[Mapping[str, Any]] | None = None,
                  val_fraction: float = 0.2, seed: int = 0, axis: int = 2, size: Sequence[int] | None = (256, 256),
                  empty_fraction: float = 0.0, foreground: Sequence[int] | None = None,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, crop: Sequence[int] | None = None):
         self.train_items, self.val_items = ((list(items), list(val_items)) if val_items
                                             else split_datalist(items, val_fraction, seed,
                                                                 remedy="add cases or pass --val_dataset_dir"))
         kw = dict(axis=axis, size=size, empty_fraction=empty_fraction, seed=seed, transform=transform,
-                  foreground=foreground)
+                  foreground=foreground, crop=crop)
         self.train, self.val = SliceDataset(self.train_items, **kw), SliceDataset(self.val_items, **kw)
 
 

@@ -3,7 +3,7 @@ evaluation U-Nets, P3's fine-tuning, P4/P5's U-Nets on mixed minibatches) with t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -104,11 +104,13 @@ class ValidationLossEvaluator(SupervisedEvaluator):
         device, val_data_loader, network, amp and other ``SupervisedEvaluator`` arguments (``inferer``, ...).
         loss_function: the training loss, averaged over the validation set (``MeanLoss``: NaN stays NaN).
         best_model_path: where the best network is written (plain state dict).
+        meta: what the network was trained with (image size, crop, axis), written beside it (``model.json``).
     """
 
     def __init__(self, device: str | torch.device, val_data_loader: Iterable, network: torch.nn.Module,
-                 loss_function: Callable, best_model_path: str, val_handlers: list | None = None, **kwargs: Any):
-        self.best_model = BestModelSaver(network, best_model_path, metric="val_loss", mode="min")
+                 loss_function: Callable, best_model_path: str, val_handlers: list | None = None,
+                 meta: Mapping[str, Any] | None = None, **kwargs: Any):
+        self.best_model = BestModelSaver(network, best_model_path, metric="val_loss", mode="min", meta=meta)
         super().__init__(device=device, val_data_loader=val_data_loader, network=network,
                          key_val_metric={"val_loss": IgniteMetricHandler(
                              metric_fn=MeanLoss(loss_function), output_transform=from_engine(["pred", "label"]))},

@@ -1,6 +1,7 @@
 """Evaluation: the downstream segmentor, metrics (thin over ``monai.metrics``), each paper's scores, the comparison
 harness with its method registry, and the one report writer."""
 
+from volgan.evaluation.gan_stopping import GanQualityStopping, SynthesisQualityEvaluator
 from volgan.evaluation.harness import (
     budget_overrides,
     bundle_learning_curve,
@@ -45,5 +46,6 @@ __all__ = [
     "cycle_shape_scores", "generation_distances", "mmgan_synthesis_quality", "slicewise_dice", "synthesis_quality",
     "evaluate_segmentor", "evaluation_unet", "train_segmentor",
     "seam_index", "tile_borders", "window_borders",
+    "GanQualityStopping", "SynthesisQualityEvaluator",
     "PairQuality", "pair_quality", "intensity_distance", "normalised_cross_correlation",
 ]

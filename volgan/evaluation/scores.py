@@ -214,15 +214,16 @@ def generation_distances(slices: Any, generator: torch.nn.Module, extractor: Any
 def slicewise_dice(items: Any, network: Any, ckpt_path: str, output_dir: str, foreground: Sequence[int] | None = None,
                    image_size: Sequence[int] | None = (256, 256), axis: int = 2, keep_largest: bool = True,
                    device: Any = None, title: str = "2D segmentor, slice-wise",
-                   generation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   generation: Mapping[str, Any] | None = None, window: Sequence[int] | None = None) -> dict[str, Any]:
     """3D Dice, HD95 and maximum Hausdorff distance (MONAI, in voxels) of a 2D segmentor (``network`` with the
     weights of ``ckpt_path``) run slice by slice over held-out volumes (``SlicewiseInferer``, the 2D preprocessing
     of training) and stacked back (P3, P5), after the optional largest-connected-component filter (P5 keeps only
-    the largest component). ``generation``: P4's feature distances of generated vs real slices
+    the largest component); ``window``: the crop size of a network trained on crops (sliding windows per slice).
+    ``generation``: P4's feature distances of generated vs real slices
     (``conditional_generation_distances``), written to ``generation.json`` and added as columns."""
     dev = resolve_device(device)
     net = load_weights(network.to(dev), ckpt_path, dev)
-    inferer = SlicewiseInferer(image_size, axis, 8)
+    inferer = SlicewiseInferer(image_size, axis, 8, window)
     rows = []
     for it in resolve_dataset(items, output_dir, validate=False):
         img = torch.as_tensor(np.asarray(load_volume(it["image"])), dtype=torch.float32)
