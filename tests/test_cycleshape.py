@@ -251,3 +251,25 @@ def test_validation_keeps_the_best_g_b_by_translated_dice(domains, tmp_path):
     ours = safe_torch_load(out / "model.pt", "cpu")
     best_epoch = int(np.argmax(scores[:4])) + 1
     assert (best_epoch == 4) == all(torch.equal(ours[k], g_b.state_dict()[k]) for k in ours)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("bundle,key,kwargs", [("cycleshape_ct_mri_3d", "discriminator_def", {}),
+                                               ("mmgan_label2mri_3d", "discriminator_def", None)])
+def test_default_discriminators_take_the_default_patch(bundle, key, kwargs):
+    """#21, defaults that run: the P2 PatchGAN with its default strides failed on its own default 64x64x16 patch
+    ('Kernel size can't be greater than actual input size' in the first G/D step); every 3D bundle's default D now
+    scores its default patch."""
+    from monai.bundle import ConfigParser
+    from tests.conftest import BUNDLES
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "train.yaml"))
+    parser["device"] = "cpu"
+    d = parser.get_parsed_content(key)
+    d = d(**kwargs) if kwargs is not None else d
+    patch = parser.get_parsed_content("patch_size")
+    cond = getattr(d, "cond_channels", 0)
+    x = torch.zeros(1, 1, *patch)
+    out = d(x, torch.zeros(1, cond, *patch)) if cond else d(x)
+    assert out.ndim == 5 and min(out.shape[2:]) >= 1

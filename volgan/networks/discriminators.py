@@ -33,7 +33,8 @@ class PatchDiscriminator(nn.Module):
         in_channels: image channels.
         cond_channels: channels of the condition concatenated before the image (0 for an unconditional D).
         channels: widths of the hidden layers.
-        strides: one stride per hidden layer; the final 1-channel conv has stride 1.
+        strides: one stride per hidden layer (an int, or one per spatial axis for anisotropic patches, e.g.
+            ``(2, 2, 1)`` keeps the slices of a thin 3D patch); the final 1-channel conv has stride 1.
         kernel_size: conv kernel size.
         norm: normalisation of hidden layers after the first (``None`` with spectral norm, as in MM-GAN;
             ``"instance"`` for the pix2pix/P2 PatchGAN).
