@@ -93,3 +93,45 @@ def test_installed_demo_quick(installed, tmp_path):
                        cwd=str(work), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Difference to **real only**" in r.stdout and (tmp_path / "demo" / "figure.png").is_file()
+
+
+LOAD_APP = """
+import importlib.util, json, sys
+app_dir, studies = sys.argv[1], sys.argv[2]
+spec = importlib.util.spec_from_file_location("volgan_label_app", app_dir + "/main.py")
+main = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(main)
+import volgan
+info = main.VolganApp(app_dir, studies, {"models": "all", "zoo_source": "local", "sam2": "false"}).info()
+print(json.dumps({"volgan": volgan.__file__, "models": sorted(info["models"]), "trainers": sorted(info["trainers"])}))
+"""
+
+
+def test_installed_label_app_is_served_by_monai_label(installed, tmp_path):
+    """`volgan label-app` of the installed wheel writes the app from the wheel's template and bundles; MONAI Label (its
+    own venv, numpy < 2) loads it with volgan imported from the wheel, not the checkout, and offers both bundles."""
+    from tests.conftest import tools_venv_python
+    from tests.test_monailabel import _random_weights
+
+    ml_python = tools_venv_python("monailabel")
+    _, py, work, env = installed
+    weights = {b: _random_weights(b, tmp_path / f"{b}.pt") for b in ("wgan_pairs_seg_2d", "mmgan_label2mri_3d")}
+    app = tmp_path / "app"
+    r = subprocess.run([str(py), "-m", "volgan", "label-app", str(app),
+                        *[a for b, w in weights.items() for a in ("--bundle", f"{b}={w}")]],
+                       cwd=str(work), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    site = next(Path(py).parent.parent.glob("lib/python*/site-packages"))
+    only = tmp_path / "only"  # volgan of the wheel alone on the path (the venv's pip/setuptools left out)
+    only.mkdir()
+    (only / "volgan").symlink_to(site / "volgan")
+    studies, home = tmp_path / "studies", tmp_path / "home"
+    studies.mkdir()
+    home.mkdir()
+    ml_env = {**env, "PYTHONPATH": str(only), "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([ml_python, "-c", LOAD_APP, str(app), str(studies)], cwd=str(work), env=ml_env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["volgan"].startswith(str(only)) and str(ROOT) not in info["volgan"]
+    assert info["models"] == ["mmgan_label2mri_3d", "wgan_pairs_seg_2d"] and info["trainers"] == ["wgan_pairs_seg_2d"]
