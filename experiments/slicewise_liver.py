@@ -132,7 +132,8 @@ def main() -> None:
     if a.sizes:
         names = a.curve_settings or CURVE_SETTINGS[a.method]
         chosen = {k: settings[k] for k in names}
-        res = learning_curve_over(a.sizes, lambda k, folder: run(k, folder, chosen), out / a.method / "learning_curve")
+        res = learning_curve_over(a.sizes, lambda k, folder: run(k, folder, chosen), out / a.method / "learning_curve",
+                                  unit="slices")
     else:
         res = run(a.n_train, out / a.method, settings)
     print(res["table"])

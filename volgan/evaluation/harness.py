@@ -369,11 +369,12 @@ def _sizes(sizes: Sequence[int] | None, n: int) -> list[int]:
 
 
 def learning_curve_over(sizes: Sequence[int], point: Callable[[int, Path], dict[str, Any]], output_dir: str | Path,
-                        metric: str | None = None, reference: str | None = None) -> dict[str, Any]:
+                        metric: str | None = None, reference: str | None = None, unit: str = "cases") -> dict[str, Any]:
     """Any learning curve: ``point(k, folder)`` (a harness report, e.g. ``compare_bundle_settings`` on k training
     slices) for every size k; per setting the mean ``metric`` (default WT, else Dice, else the first) with its
     bootstrap interval over cases and seeds, and its paired difference to the report's reference (or
-    ``reference``) with interval and verdict. Writes ``write_learning_curve``'s files into ``output_dir``."""
+    ``reference``) with interval and verdict. Writes ``write_learning_curve``'s files into ``output_dir``; ``unit``:
+    what k counts (``"slices"`` for the 2D methods' curves)."""
     out = Path(output_dir)
     points = []
     for k in sizes:
@@ -388,18 +389,18 @@ def learning_curve_over(sizes: Sequence[int], point: Callable[[int, Path], dict[
             row["settings"][name] = {"mean": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_seeds": ci["n_seeds"],
                                      "n_cases": ci["n_cases"], "difference": diff}
         points.append(row)
-    return write_learning_curve(out, points)
+    return write_learning_curve(out, points, unit)
 
 
-def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]], unit: str = "cases") -> dict[str, Any]:
     """``learning_curve.md`` (per size and setting: mean [95 % interval], difference to the reference [interval]
     and verdict, n), ``.csv``, ``.json`` and ``.png`` (``plot_learning_curve``)."""
     out.mkdir(parents=True, exist_ok=True)
     ref = points[0]["reference"] if points else None
-    lines = [f"{points[0]['metric'] if points else 'Dice'} per number of real training cases: mean [95 % bootstrap "
+    lines = [f"{points[0]['metric'] if points else 'Dice'} per number of real training {unit}: mean [95 % bootstrap "
              f"interval over test cases and seeds]; Δ: paired difference to {ref} [95 % interval], a verdict "
              "only when the interval excludes 0.", "",
-             "| real cases | setting | mean [95 % CI] | Δ vs reference [95 % CI] | verdict | seeds x cases |",
+             f"| real {unit} | setting | mean [95 % CI] | Δ vs reference [95 % CI] | verdict | seeds x cases |",
              "|---:|---|---:|---:|---|---:|"]
     rows = []
     for p in points:
@@ -418,7 +419,7 @@ def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]]) -> dict
         w.writerow(["n_real", "setting", "metric", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi", "verdict"])
         w.writerows(rows)
     atomic_write_json(out / "learning_curve.json", {"points": json_ready(list(points))})
-    plot_learning_curve(out / "learning_curve.png", points)
+    plot_learning_curve(out / "learning_curve.png", points, unit)
     return {"points": list(points), "table": table}
 
 

@@ -156,7 +156,7 @@ def plot_bars(path: Path, agg: Mapping[str, Mapping[str, Any]], metric: str, tit
     fig.savefig(path, dpi=100)
 
 
-def plot_learning_curve(path: Path, points: Sequence[Mapping[str, Any]]) -> None:
+def plot_learning_curve(path: Path, points: Sequence[Mapping[str, Any]], unit: str = "cases") -> None:
     """Learning curve with intervals: left, each setting's mean metric vs real training cases with its 95 %
     bootstrap interval (over cases and seeds); right, each setting's paired difference to the reference with its
     interval and the zero line (a point whose bar crosses 0 is no detectable difference)."""
@@ -179,7 +179,7 @@ def plot_learning_curve(path: Path, points: Sequence[Mapping[str, Any]]) -> None
     for a in (ax, bx):
         a.set_xscale("log", base=2)
         a.set_xticks(x, [str(v) for v in x])
-        a.set_xlabel("real training cases")
+        a.set_xlabel(f"real training {unit}")
     bx.axhline(0.0, color="k", lw=0.8)
     ax.set_ylabel(f"{metric} (mean, 95 % CI)")
     bx.set_ylabel(f"Δ {metric} vs {points[0]['reference'] if points else 'reference'}")
