@@ -634,7 +634,10 @@ class BestModelSaver:
             self.export()
 
     def restore(self) -> None:
-        """Load the best weights written so far back into the network (nothing before the first export)."""
+        """Load the best weights written so far back into the network (nothing before the first export). Under DDP
+        every rank waits for rank 0's last export first, so all ranks continue with the same weights."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         net = self.export.network
         if self.export.path.is_file():
             load_weights(net, self.export.path, map_location=next(net.parameters()).device)
