@@ -156,3 +156,16 @@ def test_an_early_stopped_run_keeps_its_checkpoint_and_resumes_as_stopped(tmp_pa
     trainer = wf.parser.get_parsed_content("train#segmentor_trainer")
     assert trainer.state.iteration == ck["trainer"]["iteration"]  # resumed as stopped: not one more iteration
     assert (out / "model.pt").stat().st_mtime_ns == best
+
+
+def test_an_empty_validation_set_is_one_clear_error(tmp_path):
+    import pytest
+
+    from volgan.errors import VolganConfigError
+    from volgan.evaluation import SynthesisQualityEvaluator
+
+    g = OffsetPairs(0.0)
+    ev = SynthesisQualityEvaluator(MixedPairsPrepareBatch(g, 0, 4, 4), [{"image": torch.zeros(1, 1, 32, 32),
+                                                                        "label": torch.zeros(1, 1, 32, 32)}], [])
+    with pytest.raises(VolganConfigError, match="--val_dataset_dir"):
+        ev.run()

@@ -19,6 +19,7 @@ from monai.engines import Evaluator
 
 from volgan.config import as_bool
 from volgan.data.transforms import plain_tensor
+from volgan.errors import VolganConfigError
 from volgan.evaluation.distribution import RandomConvFeatures, gaussian_mmd
 from volgan.handlers import BestModelSaver, EarlyStoppingValidation
 
@@ -62,7 +63,8 @@ class SynthesisQualityEvaluator(Evaluator):
             feats = [self.features(_pairs(plain_tensor(b["image"]), plain_tensor(b["label"])))
                      for b in self.real_loader]
             if not feats:
-                raise ValueError("no held-out real slices to score the generator against (validation set empty)")
+                raise VolganConfigError("--gan_val_interval needs held-out slices to score the generator against and "
+                                        "the validation set is empty: pass --val_dataset_dir (or a val_fraction > 0)")
             self._real = torch.cat(feats)
         return self._real
 
