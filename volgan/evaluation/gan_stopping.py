@@ -18,17 +18,13 @@ from ignite.engine import Engine
 from monai.engines import Evaluator
 
 from volgan.config import as_bool
+from volgan.data.pairs import to_pair
 from volgan.data.transforms import plain_tensor
 from volgan.errors import VolganConfigError
 from volgan.evaluation.distribution import RandomConvFeatures, gaussian_mmd
 from volgan.handlers import BestModelSaver, EarlyStoppingValidation
 
 __all__ = ["SynthesisQualityEvaluator", "GanQualityStopping"]
-
-
-def _pairs(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """(B, C + 1, ...) float: the image channel(s) and the mask as -1 / +1 (the scale of the generators' output)."""
-    return torch.cat([image.float(), (label > 0).float() * 2.0 - 1.0], 1)
 
 
 class SynthesisQualityEvaluator(Evaluator):
@@ -60,7 +56,7 @@ class SynthesisQualityEvaluator(Evaluator):
     def real_features(self) -> torch.Tensor:
         """The embedded held-out real pairs (computed once: they do not change during training)."""
         if self._real is None:
-            feats = [self.features(_pairs(plain_tensor(b["image"]), plain_tensor(b["label"])))
+            feats = [self.features(to_pair(plain_tensor(b["image"]), plain_tensor(b["label"])))
                      for b in self.real_loader]
             if not feats:
                 raise VolganConfigError("--gan_val_interval needs held-out slices to score the generator against and "
@@ -73,7 +69,7 @@ class SynthesisQualityEvaluator(Evaluator):
         self.sampler.reseed(self.seed)
         source = next(iter(self.source_loader))
         image, label = self.sampler(source, device=self.device)
-        synthetic = self.features(_pairs(image, label))
+        synthetic = self.features(to_pair(image, label))
         self.state.metrics[self.metric] = gaussian_mmd(synthetic, self.real_features())
         return {}
 
