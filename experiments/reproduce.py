@@ -56,7 +56,7 @@ EXPERIMENTS = {
              "64", "--gan-epochs", "60", "--seg-epochs", "60", "--seeds", "0", "1", "2", "--sizes", "1", "2", "4", "8"],
             ["{out}/liver/p3/learning_curve/learning_curve.md"], ["{out}/liver/p3/learning_curve/learning_curve.png"]),
     "p5c": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
-             "64", "--gan-iterations", "300", "--unet-epochs", "200", "--seeds", "0", "1", "2", "--sizes", "1", "2",
+             "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1", "2", "--sizes", "1", "2",
              "4", "8"],
             ["{out}/liver/p5/learning_curve/learning_curve.md"], ["{out}/liver/p5/learning_curve/learning_curve.png"]),
 }
