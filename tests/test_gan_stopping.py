@@ -65,11 +65,13 @@ def test_stops_after_patience_and_restores_the_best(tmp_path):
 
 
 def test_improving_generator_trains_to_the_end(tmp_path):
-    g, trainer, _, rows = _train(-0.25, 2.0, 6, tmp_path, patience=2)
+    # offsets 0.7 .. 0.2: far enough from the real pairs to fall at every step, near enough that the median-bandwidth
+    # MMD is not saturated (from offset ~1 on it is flat at ~1.84 and its order is rounding noise of the machine's BLAS)
+    g, trainer, _, rows = _train(-0.1, 0.8, 6, tmp_path, patience=2)
     mmd = [float(r["val_mmd"]) for r in rows]
     assert trainer.state.iteration == 6 and len(rows) == 6
-    assert all(a > b for a, b in zip(mmd, mmd[1:]))
-    assert abs(float(g.offset.detach()) - 0.5) < 1e-6  # the last one is the best
+    assert all(a > b + 0.01 for a, b in zip(mmd, mmd[1:]))
+    assert abs(float(g.offset.detach()) - 0.2) < 1e-6  # the last one is the best
 
 
 def test_interval_zero_attaches_nothing(tmp_path):

@@ -85,7 +85,7 @@ class GanQualityStopping:
     def __init__(self, generator: torch.nn.Module, sampler: Any, source_loader: Iterable, real_loader: Iterable,
                  output_dir: str | os.PathLike, interval: int = 0, patience: int = 0, metric: str = "val_mmd",
                  seed: int = 0, device: torch.device | str | None = None, enabled: Any = True):
-        self.generator, self.interval, self.patience = generator, int(interval), int(patience)
+        self.interval, self.patience = int(interval), int(patience)
         self.enabled = as_bool(enabled) and self.interval > 0
         out = Path(output_dir)
         self.saver = BestModelSaver(generator, out / "model_g_best.pt", metric=metric, mode="min")
