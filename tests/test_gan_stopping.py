@@ -3,13 +3,15 @@ kept and restored, stop after ``patience`` validations without a new minimum, st
 
 import csv
 
+import pytest
 import torch
 from ignite.engine import Engine
 
 from tests.conftest import write_cases
 from volgan.bundle import run_bundle
 from volgan.data import MixedPairsPrepareBatch
-from volgan.evaluation import GanQualityStopping
+from volgan.errors import VolganConfigError
+from volgan.evaluation import GanQualityStopping, SynthesisQualityEvaluator
 
 
 class OffsetPairs(torch.nn.Module):
@@ -161,11 +163,6 @@ def test_an_early_stopped_run_keeps_its_checkpoint_and_resumes_as_stopped(tmp_pa
 
 
 def test_an_empty_validation_set_is_one_clear_error(tmp_path):
-    import pytest
-
-    from volgan.errors import VolganConfigError
-    from volgan.evaluation import SynthesisQualityEvaluator
-
     g = OffsetPairs(0.0)
     ev = SynthesisQualityEvaluator(MixedPairsPrepareBatch(g, 0, 4, 4), [{"image": torch.zeros(1, 1, 32, 32),
                                                                         "label": torch.zeros(1, 1, 32, 32)}], [])

@@ -85,15 +85,14 @@ class GanQualityStopping:
     def __init__(self, generator: torch.nn.Module, sampler: Any, source_loader: Iterable, real_loader: Iterable,
                  output_dir: str | os.PathLike, interval: int = 0, patience: int = 0, metric: str = "val_mmd",
                  seed: int = 0, device: torch.device | str | None = None, enabled: Any = True):
-        self.interval, self.patience = int(interval), int(patience)
-        self.enabled = as_bool(enabled) and self.interval > 0
+        interval = int(interval)
         out = Path(output_dir)
         self.saver = BestModelSaver(generator, out / "model_g_best.pt", metric=metric, mode="min")
         self.evaluator = SynthesisQualityEvaluator(sampler, source_loader, real_loader, metric=metric, seed=seed,
                                                    device=device, val_handlers=[self.saver])
-        self.stopping = EarlyStoppingValidation(self.evaluator, max(self.interval, 1), metric=metric, mode="min",
-                                                patience=self.patience, curve_path=out / "gan_val_curve.csv",
-                                                enabled=self.enabled, restore_best=self.saver)
+        self.stopping = EarlyStoppingValidation(self.evaluator, max(interval, 1), metric=metric, mode="min",
+                                                patience=int(patience), curve_path=out / "gan_val_curve.csv",
+                                                enabled=as_bool(enabled) and interval > 0, restore_best=self.saver)
 
     def attach(self, engine: Engine) -> None:
         self.stopping.attach(engine)
