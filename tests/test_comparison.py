@@ -66,7 +66,9 @@ def test_learning_curve_restricts_synthetic_to_the_chosen_cases(tiny_dataset, tm
         real, syn = p["settings"]["real"], p["settings"]["real+100%"]
         assert real["lo"] <= real["mean"] <= real["hi"] and real["difference"] is None
         assert syn["difference"]["lo"] <= syn["difference"]["mean"] <= syn["difference"]["hi"]
-        assert syn["difference"]["verdict"] in ("better", "worse", "no detectable difference")
+        d = syn["difference"]  # one seed here: a verdict needs two (seed, case) pairs
+        assert d["verdict"] in (("better", "worse", "no detectable difference") if d["n_pairs"] >= 2
+                                else ("too few pairs to tell",)), d
     assert "| 2 | real+100% |" in res["table"] and "95 % bootstrap" in res["table"]
 
 

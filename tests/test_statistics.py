@@ -2,9 +2,12 @@
 
 import numpy as np
 
+from volgan.evaluation.report import format_comparison
 from volgan.evaluation.statistics import (
     BETTER,
     NO_DIFF,
+    NO_PAIRS,
+    TOO_FEW,
     WORSE,
     compare_to_reference,
     paired_bootstrap,
@@ -51,4 +54,20 @@ def test_pairing_by_seed_and_case_and_nan_cells():
     assert np.allclose(d[0, :2], [0.2, 0.0]) and np.isnan(d[0, 2])
     res = compare_to_reference({"real": ref, "real+aug": other}, "real", ["WT"], n_boot=500)
     assert list(res) == ["real+aug"] and res["real+aug"]["WT"]["n_pairs"] == 2
-    assert verdict({"lo": float("nan"), "hi": 1.0}) == NO_DIFF
+    assert verdict({"lo": float("nan"), "hi": 1.0}) == NO_PAIRS
+
+
+def test_one_pair_or_none_gets_no_verdict():
+    """One seed x one case: the bootstrap interval is the pair itself (width 0), so even a large difference is not
+    called better; a metric only one setting has (no pairs) is n/a, not 'no detectable difference'."""
+    one = compare_to_reference({"real": _runs([[0.5]]), "gan": _runs([[0.9]])}, "real", ["WT"], n_boot=200)["gan"]["WT"]
+    assert (one["lo"], one["hi"], one["n_pairs"]) == (one["mean"], one["mean"], 1) and one["verdict"] == TOO_FEW
+    two = compare_to_reference({"real": _runs([[0.5, 0.4]]), "gan": _runs([[0.9, 0.8]])}, "real", ["WT"])["gan"]["WT"]
+    assert two["verdict"] == BETTER
+    none = compare_to_reference({"real": _runs([[float("nan")]]), "gan": _runs([[0.9]])}, "real", ["WT"])["gan"]["WT"]
+    assert none["n_pairs"] == 0 and none["verdict"] == NO_PAIRS
+    runs = {"real": _runs([[0.5]]), "gan": _runs([[0.9]])}
+    for r in runs["gan"]:
+        r["rows"][0]["MMD"] = 0.1  # a metric only the GAN setting has
+    md = format_comparison(compare_to_reference(runs, "real", ["WT", "MMD"], n_boot=200), "real")
+    assert md.splitlines()[-1] == "| gan | 1 seeds x 1 cases | +0.400 [+0.400, +0.400] too few pairs to tell | n/a |"

@@ -4,7 +4,9 @@ a reference setting (real only), resampling the test cases and the seeds, and th
 The pairing: the same test case scored by both settings' segmentors of the same seed. A bootstrap replicate draws
 seeds with replacement and test cases with replacement (the same draw for both settings) and takes the mean of the
 paired differences; the interval is the percentile interval of the replicates. A setting is called better (worse)
-only when the whole interval lies above (below) zero.
+only when the whole interval lies above (below) zero, and only from at least ``MIN_PAIRS`` pairs: the bootstrap
+of a single pair is that pair's value, an interval of width 0 that says nothing about noise. A difference with no
+pair at all (a metric one of the settings does not have) has no verdict.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any
 import numpy as np
 
 __all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict", "compare_to_reference",
-           "BETTER", "WORSE", "NO_DIFF"]
+           "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS", "MIN_PAIRS"]
 
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
+TOO_FEW, NO_PAIRS = "too few pairs to tell", "n/a"
+#: the fewest (seed, case) pairs a verdict is read from
+MIN_PAIRS = 2
 
 
 def paired_differences(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], metric: str
@@ -81,10 +86,13 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95,
 
 
 def verdict(ci: Mapping[str, Any]) -> str:
-    """``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``."""
+    """``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``; ``n/a`` without an
+    interval (no pairs), ``too few pairs to tell`` from fewer than ``MIN_PAIRS`` pairs (``n_pairs``, when given)."""
     lo, hi = ci.get("lo", float("nan")), ci.get("hi", float("nan"))
-    if math.isnan(lo) or math.isnan(hi):
-        return NO_DIFF
+    if math.isnan(lo) or math.isnan(hi) or ci.get("n_pairs", MIN_PAIRS) == 0:
+        return NO_PAIRS
+    if ci.get("n_pairs", MIN_PAIRS) < MIN_PAIRS:
+        return TOO_FEW
     return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFF
 
 
