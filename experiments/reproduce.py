@@ -46,10 +46,10 @@ EXPERIMENTS = {
             "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1"],
            ["{out}/liver/p3/results.md"], ["{out}/liver/p3/dice.png"]),
     "p5": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
-            "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1"],
+            "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1", "2"],
            ["{out}/liver/p5/results.md"], ["{out}/liver/p5/dice.png"]),
     "p4": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver", "--size",
-            "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0", "1"],
+            "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0", "1", "2"],
            ["{out}/liver/p4/results.md"], ["{out}/liver/p4/dice.png"]),
     # the low-data regime of the 2D methods (#20): 1, 2, 4, 8 training liver slices, 3 seeds
     "p3c": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",

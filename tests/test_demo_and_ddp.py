@@ -36,6 +36,19 @@ def test_demo_quick(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr and (other / "keep.txt").exists()
 
 
+def test_reading_says_each_verdict_as_it_is():
+    from volgan.apps.demo import reading
+
+    def c(verdict, mean=0.1):
+        return {"WT": {"verdict": verdict, "mean": mean, "lo": mean - 0.05, "hi": mean + 0.05}}
+
+    text = reading({"gan": c("better"), "aug": c("too few pairs to tell")}, "WT", "gan", "aug", 2)
+    assert text.startswith("With 2 labelled cases, gan is better than real only (WT Dice +0.100, 95 % CI [+0.050, "
+                           "+0.150])") and "aug is not comparable, from one (seed, case) pair, with real only" in text
+    text = reading({"gan": c("worse", -0.1), "aug": c("no detectable difference", 0.0)}, "WT", "gan", "aug", 4)
+    assert "gan is worse than real only" in text and "aug is not detectably different from real only" in text
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_torchrun_two_cpu_processes(tmp_path):
     import numpy as np

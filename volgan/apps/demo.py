@@ -36,7 +36,7 @@ from volgan.evaluation import BRATS_REGIONS, compare_segmentation, evaluation_un
 from volgan.evaluation.harness import segmentor_weights
 from volgan.evaluation.quality import foreground_zscores
 from volgan.evaluation.report import aggregate, format_table, single_run
-from volgan.evaluation.statistics import BETTER, WORSE
+from volgan.evaluation.statistics import BETTER, TOO_FEW, WORSE
 from volgan.io import load_weights
 from volgan.synthesis import synthesize_augmentations
 
@@ -115,7 +115,8 @@ def reading(comparison: dict, metric: str, gan: str, aug: str, n_real: int) -> s
     """One sentence reading the result, whichever way it came out."""
     def said(name: str) -> str:
         c = comparison[name][metric]
-        word = {BETTER: "better than", WORSE: "worse than"}.get(c["verdict"], "not detectably different from")
+        word = {BETTER: "better than", WORSE: "worse than", TOO_FEW: "not comparable, from one (seed, case) pair, with"}.get(
+            c["verdict"], "not detectably different from")
         return f"{name} is {word} real only ({metric} Dice {c['mean']:+.3f}, 95 % CI [{c['lo']:+.3f}, {c['hi']:+.3f}])"
 
     return (f"With {n_real} labelled cases, {said(gan)}; {said(aug)}. The intervals are over the test cases and the "
