@@ -43,7 +43,7 @@ EXPERIMENTS = {
             "0", "1"],
            ["{out}/cycleshape_abdomen/table.md"], []),
     "p3": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
-            "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1"],
+            "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1", "2"],
            ["{out}/liver/p3/results.md"], ["{out}/liver/p3/dice.png"]),
     "p5": (["experiments/slicewise_liver.py", "--method", "p5", "--data", "{data}", "--out", "{out}/liver", "--size",
             "64", "--gan-iterations", "1000", "--unet-epochs", "600", "--seeds", "0", "1", "2"],
@@ -95,8 +95,17 @@ def with_options(cmd: list[str], options: dict[str, list[str]]) -> list[str]:
 
 
 def table_of(md: str) -> str:
-    """The Markdown table(s) of a results file (the lines starting with '|')."""
-    return "\n".join(line for line in md.splitlines() if line.startswith("|"))
+    """The Markdown table(s) of a results file (the lines starting with '|'), a blank line between two tables and
+    the sentence that introduces each table after the first (e.g. what the difference table's intervals are)."""
+    blocks, lines = [], md.splitlines()
+    for k, line in enumerate(lines):
+        if not line.startswith("|"):
+            continue
+        if k == 0 or not lines[k - 1].startswith("|"):  # a table starts
+            intro = next((x for x in reversed(lines[:k]) if x.strip()), "") if blocks else ""
+            blocks.append([intro, ""] if intro and not intro.startswith("|") else [])
+        blocks[-1].append(line)
+    return "\n\n".join("\n".join(b) for b in blocks)
 
 
 def main() -> None:

@@ -22,6 +22,14 @@ def test_with_options_replaces_values_and_appends_missing_options():
         assert all(f'"{opt}"' in script for opt in reproduce.SMOKE[name]), name
 
 
+def test_table_of_keeps_two_tables_apart_with_the_second_ones_intro():
+    md = ("# title\n\nintro of the first\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nDifference to **x**, intervals:\n\n"
+          "| setting | Δ |\n|---|---|\n| y | +0.1 |\n")
+    assert reproduce.table_of(md) == ("| a | b |\n|---|---|\n| 1 | 2 |\n\nDifference to **x**, intervals:\n\n"
+                                      "| setting | Δ |\n|---|---|\n| y | +0.1 |")
+    assert reproduce.table_of("text only\n") == ""
+
+
 def test_report_only_smoke_rewrites_the_tables_of_a_copy_not_docs(tmp_path):
     """The table blocks of docs/results.md are replaced by the tables the runs wrote (here: P1's two files),
     the figures copied; with --smoke the report goes to OUT/results.md and docs/ is left alone."""

@@ -72,7 +72,8 @@ def format_table(agg: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -
     head = "| setting | train | test | ± over | " + " | ".join(metrics) + " | time (s) |"
     lines = [head, "|---|---:|---:|---|" + "---:|" * (len(metrics) + 1)]
     for name, a in agg.items():
-        cells = [f"{a['summary'][m][0]:.3f} ± {a['summary'][m][1]:.3f}" for m in metrics]
+        cells = ["n/a" if math.isnan(a["summary"][m][0]) else f"{a['summary'][m][0]:.3f} ± {a['summary'][m][1]:.3f}"
+                 for m in metrics]
         spread = f"{len(a['seeds'])} seeds" if a["spread"] == "seeds" else f"{a['n_test']} cases"
         secs = "" if math.isnan(a["seconds"]) else f"{a['seconds']:.0f}"
         lines.append(f"| {name} | {a['n_train']} | {a['n_test']} | {spread} | " + " | ".join(cells) + f" | {secs} |")
