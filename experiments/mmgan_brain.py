@@ -10,7 +10,9 @@ the pairs of the GAN trained with seed k, so the seeds resample the GAN too); ``
 makes 5 perturbed copies of every training label map (lesion deformed inside the brain) -> 40 synthetic pairs;
 ``volgan.evaluation.compare_segmentation`` trains the same U-Net under every setting (real, synthetic,
 real + 100/300/500 %, synthetic pre-training + fine-tuning on 10 % of the real cases) with the same budget and
-seeds. The learning curve (issue #20) repeats real only, real + standard augmentation, real + per-label Gaussian
+seeds, beside the baselines of issue #20 (real + standard augmentation, real + per-label Gaussian images of the
+same perturbed label maps, augmentation + GAN pairs) and with each setting's paired difference to real only. The
+learning curve (issue #20) repeats real only, real + standard augmentation, real + per-label Gaussian
 images and real + MM-GAN pairs for the first 1, 2, 4, 8 real cases with ``--curve-seeds``: each point and seed
 trains its own MM-GAN on exactly those cases (``--curve-gan-iterations`` steps, the same for every size) and
 synthesises from their label maps only, so the seeds resample the GAN as well as the U-Net; every point gets a
@@ -24,9 +26,10 @@ import logging
 from pathlib import Path
 
 from volgan.bundle import run_bundle
-from volgan.evaluation import compare_segmentation, learning_curve, train_synthesis_pools
 from volgan.data import load_datalist, make_sample_cases
-from volgan.synthesis import synthesize_augmentations
+from volgan.evaluation import SEGMENTATION_SETTINGS, compare_segmentation, learning_curve, train_synthesis_pools
+from volgan.evaluation.harness import synthetic_pools
+from volgan.evaluation.registry import BASELINE_SETTINGS
 
 
 def main() -> None:
@@ -52,22 +55,23 @@ def main() -> None:
                   image_interval=200, gen_channels=[16, 32, 64, 128])
     segmentor = {"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)}
     if not a.skip_comparison:
-        def gan_pairs(seed: int) -> list[dict]:
-            """MM-GAN trained with ``seed`` and its 5 perturbed copies per training label map (resumable)."""
+        def gan_pools(seed: int) -> dict[str, list]:
+            """MM-GAN trained with ``seed``, its 5 perturbed copies per training label map and the per-label
+            Gaussian images of the same perturbed label maps (the non-GAN baseline); each part resumable."""
             gan = out / f"mmgan_seed{seed}"
             if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
                 run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan),
                            max_epochs=a.gan_epochs, device=a.device, seed=seed, **gan_kw)
-            syn_dir = out / f"synthetic_seed{seed}"
-            if (syn_dir / "datalist.json").is_file():
-                return load_datalist(syn_dir / "datalist.json")
-            return synthesize_augmentations([{"label": it["label"]} for it in train], gan / "model.pt", syn_dir,
-                                            copies=5, roi_size=[64, 64, 64], device=a.device, seed=seed,
-                                            overwrite=True)
+            return synthetic_pools(train, gan / "model.pt", out / f"synthetic_seed{seed}", out / f"gaussian_seed{seed}",
+                                   seed, 5, "mmgan_label2mri_3d", roi_size=[64, 64, 64], device=a.device,
+                                   overwrite=True)  # a synthesis cut short is redone
 
         # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k
-        synthetic = {seed: gan_pairs(seed) for seed in a.seeds}
-        res = compare_segmentation(train, test, synthetic, out / "comparison", seeds=a.seeds, iterations=a.seg_iterations,
+        made = {seed: gan_pools(seed) for seed in a.seeds}
+        res = compare_segmentation(train, test, {s: p["gan"] for s, p in made.items()}, out / "comparison",
+                                   settings=("real", *BASELINE_SETTINGS, *SEGMENTATION_SETTINGS[1:]),
+                                   gaussian={s: p["gaussian"] for s, p in made.items()}, seeds=a.seeds,
+                                   iterations=a.seg_iterations,
                                    roi_size=[64, 64, 64], device=a.device, segmentor=segmentor,
                                    title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs")
         print(res["table"])
