@@ -36,11 +36,11 @@ EXPERIMENTS = {
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
     # MM-GAN's condition (#20 item 5): brain-only label 3 vs tissue classes, each GAN stopped by held-out SSIM
-    "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "--max-epochs",
+    "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "2", "--max-epochs",
              "16", "--val-interval", "4", "--patience", "2"],
             ["{out}/mmgan_condition/table.md"], ["{out}/mmgan_condition/ssim_curves.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
-            "0", "1"],
+            "0", "1", "2"],
            ["{out}/cycleshape_abdomen/table.md"], []),
     "p3": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
             "128", "--gan-epochs", "100", "--seg-epochs", "100", "--seeds", "0", "1", "2"],
