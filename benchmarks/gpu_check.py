@@ -209,8 +209,9 @@ def section_bundles(cfg) -> dict:
                 data_rows.append(cell)
                 print(f"<!-- bundle {name} {dtype}: {cell.get('status', 'skipped')} -->", flush=True)
     notes = ("train: `run_bundle(bundle, 'train', amp=True, amp_dtype=...)` with the `--quick` widths and budgets of "
-             "`volgan.evaluation.registry` (a few iterations), on toy volumes (2 of 24^3 for 3D, trained on 24^3 patches: "
-             "see `bundle_runs`; 4 of 24x24x6 for the 2D bundles' slices); infer: its `inference.yaml` on the trained `model.pt` with `amp=True` (the "
+             "`volgan.evaluation.registry` (a few iterations), on toy volumes (2 of 24^3 for 3D, trained on 24^3 "
+             "patches: see `bundle_runs`; 4 of 24x24x6 for the 2D bundles' slices); infer: its `inference.yaml` on "
+             "the trained `model.pt` with `amp=True` (the "
              "inference configs autocast in fp16 on CUDA whatever the training dtype: they have no `amp_dtype`). "
              "On CUDA the bundles use fused Adam and the deferred non-finite check (`nonfinite_check_interval` 50).")
     return {"tables": [(["bundle", "amp dtype", "result", "failure", "train s", "inference s", "outputs"], rows,

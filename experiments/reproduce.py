@@ -31,13 +31,14 @@ PY = sys.executable
 
 #: name -> (command, table file written by the run, figure files to copy)
 EXPERIMENTS = {
-    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1", "2", "--curve-seeds", "0", "1",
-            "2", "--curve-sizes", "1", "2", "4", "8", "--curve-gan-iterations", "64", "--curve-seg-iterations", "100"],
+    "p1": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain", "--seeds", "0", "1", "2", "--curve-seeds",
+            "0", "1", "2", "--curve-sizes", "1", "2", "4", "8", "--curve-gan-iterations", "64", "--curve-seg-iterations",
+            "100"],
            ["{out}/mmgan_brain/comparison/results.md", "{out}/mmgan_brain/learning_curve/learning_curve.md"],
            ["{out}/mmgan_brain/comparison/dice.png", "{out}/mmgan_brain/learning_curve/learning_curve.png"]),
     # MM-GAN's condition (#20 item 5): brain-only label 3 vs tissue classes, each GAN stopped by held-out SSIM
-    "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "2", "--max-epochs",
-             "16", "--val-interval", "4", "--patience", "2"],
+    "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "2",
+             "--max-epochs", "16", "--val-interval", "4", "--patience", "2"],
             ["{out}/mmgan_condition/table.md"], ["{out}/mmgan_condition/ssim_curves.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
             "0", "1", "2"],

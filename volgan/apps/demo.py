@@ -115,8 +115,9 @@ def reading(comparison: dict, metric: str, gan: str, aug: str, n_real: int) -> s
     """One sentence reading the result, whichever way it came out."""
     def said(name: str) -> str:
         c = comparison[name][metric]
-        word = {BETTER: "better than", WORSE: "worse than", TOO_FEW: "not comparable, from one (seed, case) pair, with"}.get(
-            c["verdict"], "not detectably different from")
+        words = {BETTER: "better than", WORSE: "worse than",
+                 TOO_FEW: "not comparable, from one (seed, case) pair, with"}
+        word = words.get(c["verdict"], "not detectably different from")
         return f"{name} is {word} real only ({metric} Dice {c['mean']:+.3f}, 95 % CI [{c['lo']:+.3f}, {c['hi']:+.3f}])"
 
     return (f"With {n_real} labelled cases, {said(gan)}; {said(aug)}. The intervals are over the test cases and the "

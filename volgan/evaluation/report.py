@@ -91,7 +91,7 @@ def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]],
              "| setting | pairs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
              "|---|---:|" + "---:|" * len(metrics)]
     for name, per in comparison.items():
-        cells = [f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" if c["n_pairs"] else "n/a"
+        cells = [f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" if c.get("n_pairs", 1) else "n/a"
                  for c in per.values()]
         n = next(iter(per.values()))
         lines.append(f"| {name} | {n['n_seeds']} seeds x {n['n_cases']} cases | " + " | ".join(cells) + " |")

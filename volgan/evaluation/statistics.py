@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict", "compare_to_reference",
-           "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS", "MIN_PAIRS"]
+__all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict",
+           "compare_to_reference", "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS", "MIN_PAIRS"]
 
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
 TOO_FEW, NO_PAIRS = "too few pairs to tell", "n/a"
