@@ -1,6 +1,6 @@
 """P2 at small scale on real abdominal CT and MRI (TotalSegmentator examples in ../shared/data).
 
-    python experiments/cycleshape_abdomen.py --data ../shared/data --out runs/cycleshape_abdomen [--seeds 0 1]
+    python experiments/cycleshape_abdomen.py --data ../shared/data --out runs/cycleshape_abdomen [--seeds 0 1 2]
 
 Domain A = CT (example_ct.nii.gz, organ labels example_seg_fast_force_split.nii.gz), domain B = MRI
 (example_mr_sm.nii.gz, example_seg_mr.nii.gz); shared classes by name: spleen, kidney_right, kidney_left, liver
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="runs/cycleshape_abdomen")
     p.add_argument("--epochs", type=int, nargs=3, default=[150, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one GAN run per seed and mode; resumable")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one GAN run per seed and mode; resumable")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     root = Path(args.data) / "ct_mr_abdomen_totalseg"
