@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
-from volgan.evaluation.statistics import compare_to_reference
+from volgan.evaluation.statistics import NO_PAIRS, compare_to_reference
 from volgan.io import atomic_write_json
 
 __all__ = ["summarise", "aggregate", "format_table", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
@@ -91,8 +91,8 @@ def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]],
              "| setting | pairs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
              "|---|---:|" + "---:|" * len(metrics)]
     for name, per in comparison.items():
-        cells = [f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" if c.get("n_pairs", 1) else "n/a"
-                 for c in per.values()]
+        cells = [NO_PAIRS if c["verdict"] == NO_PAIRS else
+                 f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" for c in per.values()]
         n = next(iter(per.values()))
         lines.append(f"| {name} | {n['n_seeds']} seeds x {n['n_cases']} cases | " + " | ".join(cells) + " |")
     return "\n".join(lines)

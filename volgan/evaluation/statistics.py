@@ -88,10 +88,10 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95,
 def verdict(ci: Mapping[str, Any]) -> str:
     """``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``; ``n/a`` without an
     interval (no pairs), ``too few pairs to tell`` from fewer than ``MIN_PAIRS`` pairs (``n_pairs``, when given)."""
-    lo, hi = ci.get("lo", float("nan")), ci.get("hi", float("nan"))
-    if math.isnan(lo) or math.isnan(hi) or ci.get("n_pairs", MIN_PAIRS) == 0:
+    lo, hi, n = ci.get("lo", float("nan")), ci.get("hi", float("nan")), ci.get("n_pairs", MIN_PAIRS)
+    if math.isnan(lo) or math.isnan(hi) or n == 0:
         return NO_PAIRS
-    if ci.get("n_pairs", MIN_PAIRS) < MIN_PAIRS:
+    if n < MIN_PAIRS:
         return TOO_FEW
     return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFF
 
