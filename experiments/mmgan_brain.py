@@ -25,10 +25,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from volgan.bundle import run_bundle
 from volgan.data import load_datalist, make_sample_cases
 from volgan.evaluation import SEGMENTATION_SETTINGS, compare_segmentation, learning_curve, train_synthesis_pools
-from volgan.evaluation.harness import synthetic_pools
 from volgan.evaluation.registry import BASELINE_SETTINGS
 
 
@@ -55,19 +53,11 @@ def main() -> None:
                   image_interval=200, gen_channels=[16, 32, 64, 128])
     segmentor = {"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)}
     if not a.skip_comparison:
-        def gan_pools(seed: int) -> dict[str, list]:
-            """MM-GAN trained with ``seed``, its 5 perturbed copies per training label map and the per-label
-            Gaussian images of the same perturbed label maps (the non-GAN baseline); each part resumable."""
-            gan = out / f"mmgan_seed{seed}"
-            if not (gan / "model.pt").is_file() or not (gan / f"checkpoint_{a.gan_epochs}.pt").is_file():
-                run_bundle("mmgan_label2mri_3d", "train", dataset_dir=train, output_dir=str(gan),
-                           max_epochs=a.gan_epochs, device=a.device, seed=seed, **gan_kw)
-            return synthetic_pools(train, gan / "model.pt", out / f"synthetic_seed{seed}", out / f"gaussian_seed{seed}",
-                                   seed, 5, "mmgan_label2mri_3d", roi_size=[64, 64, 64], device=a.device,
-                                   overwrite=True)  # a synthesis cut short is redone
-
-        # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k
-        made = {seed: gan_pools(seed) for seed in a.seeds}
+        # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k,
+        # the per-label Gaussian baseline on the same perturbed label maps; a synthesis cut short is redone
+        gan_pools = train_synthesis_pools("mmgan_label2mri_3d", {**gan_kw, "max_epochs": a.gan_epochs}, copies=5,
+                                          device=a.device, roi_size=[64, 64, 64], overwrite=True)
+        made = {seed: gan_pools(train, seed, out / f"gan_seed{seed}") for seed in a.seeds}
         res = compare_segmentation(train, test, {s: p["gan"] for s, p in made.items()}, out / "comparison",
                                    settings=("real", *BASELINE_SETTINGS, *SEGMENTATION_SETTINGS[1:]),
                                    gaussian={s: p["gaussian"] for s, p in made.items()}, seeds=a.seeds,
