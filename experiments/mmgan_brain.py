@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--curve-gan-iterations", type=int, default=160, help="MM-GAN steps per learning-curve point")
     p.add_argument("--curve-seg-iterations", type=int, default=150)
     p.add_argument("--skip-comparison", action="store_true", help="only the learning curve")
+    p.add_argument("--skip-curve", action="store_true", help="only the comparison (e.g. one seed per process)")
     a = p.parse_args()
     logging.disable(logging.INFO)
     out = Path(a.out)
@@ -65,6 +66,8 @@ def main() -> None:
                                    roi_size=[64, 64, 64], device=a.device, segmentor=segmentor,
                                    title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs")
         print(res["table"])
+    if a.skip_curve:
+        return
     pools = train_synthesis_pools("mmgan_label2mri_3d", gan_kw, copies=5, device=a.device,
                                   gan_iterations=a.curve_gan_iterations, roi_size=[64, 64, 64])
     lc = learning_curve(train, test, None, out / "learning_curve", sizes=a.curve_sizes, pools=pools,
