@@ -10,6 +10,7 @@ from volgan.evaluation.statistics import (
     TOO_FEW,
     WORSE,
     compare_to_reference,
+    mean_interval,
     paired_bootstrap,
     paired_differences,
     verdict,
@@ -71,3 +72,19 @@ def test_one_pair_or_none_gets_no_verdict():
         r["rows"][0]["MMD"] = 0.1  # a metric only the GAN setting has
     md = format_comparison(compare_to_reference(runs, "real", ["WT", "MMD"], n_boot=200), "real")
     assert md.splitlines()[-1] == "| gan | 1 seeds x 1 cases | +0.400 [+0.400, +0.400] too few pairs to tell | n/a |"
+
+
+def test_learning_curve_table_says_na_for_a_point_without_pairs(tmp_path):
+    """A learning-curve point whose setting has no finite value (e.g. an empty region in every test case) reads
+    n/a in the table and the csv, not '+nan [+nan, +nan]'."""
+    from volgan.evaluation.harness import write_learning_curve
+
+    runs = {"real": _runs([[0.5, 0.4]]), "gan": _runs([[float("nan"), float("nan")]])}
+    cmp = compare_to_reference(runs, "real", ["WT"], n_boot=200)
+    points = [{"n_real": 1, "metric": "WT", "reference": "real", "settings": {
+        name: {**{k: mean_interval(r, "WT")[k] for k in ("mean", "lo", "hi", "n_seeds", "n_cases")},
+               "difference": cmp.get(name, {}).get("WT")} for name, r in runs.items()}}]
+    table = write_learning_curve(tmp_path, points)["table"]
+    assert "nan" not in table
+    assert table.splitlines()[-1] == "| 1 | gan | n/a | n/a | n/a | 0 x 0 |"
+    assert table.splitlines()[-2].startswith("| 1 | real | 0.450 [0.400, 0.500] | reference |")

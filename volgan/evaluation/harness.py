@@ -47,7 +47,7 @@ from volgan.evaluation.metrics import BRATS_REGIONS
 from volgan.evaluation.quality import filter_pairs
 from volgan.synthesis.label_to_image import gaussian_label_pairs
 from volgan.evaluation.registry import CYCLESHAPE_MODES, FILTERED_SETTING, SEGMENTATION_SETTINGS, method
-from volgan.evaluation.report import json_ready, plot_learning_curve, write_report
+from volgan.evaluation.report import format_interval, json_ready, plot_learning_curve, write_report
 from volgan.evaluation.scores import CYCLESHAPE_METRICS, HELD_OUT
 from volgan.evaluation.segmentor import evaluate_segmentor, train_segmentor
 from volgan.evaluation.statistics import mean_interval
@@ -406,9 +406,8 @@ def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]], unit: s
     for p in points:
         for name, v in p["settings"].items():
             d = v["difference"]
-            delta = "reference" if name == p["reference"] else (
-                f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d else "")
-            lines.append(f"| {p['n_real']} | {name} | {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}] | {delta} | "
+            delta = "reference" if name == p["reference"] else format_interval(d, signed=True) if d else ""
+            lines.append(f"| {p['n_real']} | {name} | {format_interval(v)} | {delta} | "
                          f"{d['verdict'] if d else ''} | {v['n_seeds']} x {v['n_cases']} |")
             rows.append([p["n_real"], name, p["metric"], v["mean"], v["lo"], v["hi"], *(
                 (d["mean"], d["lo"], d["hi"], d["verdict"]) if d else ("", "", "", ""))])

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Ju
 from volgan.evaluation.statistics import NO_PAIRS, compare_to_reference
 from volgan.io import atomic_write_json
 
-__all__ = ["summarise", "aggregate", "format_table", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
+__all__ = ["summarise", "aggregate", "format_table", "format_interval", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
            "json_ready"]
 
 
@@ -80,6 +80,16 @@ def format_table(agg: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -
     return "\n".join(lines)
 
 
+def format_interval(ci: Mapping[str, Any], signed: bool = False) -> str:
+    """``mean [lo, hi]`` of a bootstrap result (``+`` signs for a difference), or ``n/a`` when it has no value
+    (no pairs, NaN)."""
+    vals = [ci.get(k, float("nan")) for k in ("mean", "lo", "hi")]
+    if any(_nan(v) for v in vals):
+        return NO_PAIRS
+    f = "+.3f" if signed else ".3f"
+    return f"{vals[0]:{f}} [{vals[1]:{f}}, {vals[2]:{f}}]"
+
+
 def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]], reference: str) -> str:
     """Markdown table of ``compare_to_reference``: per setting and metric the mean paired difference to
     ``reference``, its 95 % bootstrap interval and the verdict."""
@@ -91,8 +101,8 @@ def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]],
              "| setting | pairs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
              "|---|---:|" + "---:|" * len(metrics)]
     for name, per in comparison.items():
-        cells = [NO_PAIRS if c["verdict"] == NO_PAIRS else
-                 f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] {c['verdict']}" for c in per.values()]
+        cells = [NO_PAIRS if c["verdict"] == NO_PAIRS else f"{format_interval(c, signed=True)} {c['verdict']}"
+                 for c in per.values()]
         n = next(iter(per.values()))
         lines.append(f"| {name} | {n['n_seeds']} seeds x {n['n_cases']} cases | " + " | ".join(cells) + " |")
     return "\n".join(lines)
