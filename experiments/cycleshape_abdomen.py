@@ -7,7 +7,8 @@ Domain A = CT (example_ct.nii.gz, organ labels example_seg_fast_force_split.nii.
 (labels are model outputs, not manual ground truth). One volume per domain, so training and testing use
 different z-slabs (held-out region): CT z 60-95 train / 96-111 test, MRI z 0-12 train / 13-19 test. Each training
 slab is listed 8 times so an epoch samples 8 patches. The three modes get the same budget and seed; the S-score
-uses the cyclegan run's segmentors (trained on real data only) as the reference. Prints a Markdown table.
+uses the cyclegan run's segmentors (trained on real data only) as the reference. Prints a Markdown table and each
+mode's paired difference to cyclegan (by seed: the interval is over the seeds, one test volume per domain).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from volgan.data import shared_label_mapping
 from volgan.evaluation import compare_cycleshape
+from volgan.evaluation.report import format_comparison
 
 CLASSES = ["spleen", "kidney_right", "kidney_left", "liver"]
 
@@ -46,7 +48,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     root = Path(args.data) / "ct_mr_abdomen_totalseg"
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the datalists below hold absolute paths (read relative to their own folder)
     (out / "data").mkdir(parents=True, exist_ok=True)
     names = json.loads((root / "labels.json").read_text(encoding="utf-8"))
     map_a = shared_label_mapping(names["total"], CLASSES)
@@ -80,7 +82,7 @@ def main() -> None:
     for mode, agg in res["results"].items():
         cols = [f"{agg['summary'][m][0]:.3f} ± {agg['summary'][m][1]:.3f}" for m in res["metrics"]]
         table.append(f"| {mode} | {' | '.join(cols)} | {agg['seconds']:.0f} |")
-    text = "\n".join(table)
+    text = "\n".join(table) + "\n\n" + format_comparison(res["comparison"], res["reference"])
     (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 

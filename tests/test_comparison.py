@@ -156,6 +156,9 @@ def test_compare_cycleshape_modes_with_the_cyclegan_reference(tmp_path, monkeypa
         summary = res["results"][mode]["summary"]
         assert set(summary) == set(comparison.CYCLESHAPE_METRICS)
         assert all(0.0 <= mean <= 1.0 for mean, _ in summary.values() if mean == mean)
+    # every other mode's paired difference to cyclegan, by seed (one seed here: too few pairs for a verdict)
+    assert set(res["comparison"]) == {"ours"} and set(res["comparison"]["ours"]) == set(comparison.CYCLESHAPE_METRICS)
+    assert "Difference to **cyclegan**" in table and "| ours | 1 seeds x 1 cases |" in table
     calls.clear()
     comparison.compare_cycleshape(str(a), str(b), str(a), str(b), tmp_path / "cmp", modes=("cyclegan", "ours"),
                                   common=common)

@@ -260,7 +260,8 @@ def compare_cycleshape(
     evaluate.yaml: S-score both directions (reference segmentors: the same seed's ``cyclegan`` run, trained on
     real data only) and the Dice of each run's own S_A / S_B. ``extra_tests``: more (A, B) sets scored the same
     way, their columns prefixed with the set's name (e.g. the training volumes: where the segmentors trained).
-    Finished (mode, seed) runs are not redone."""
+    Every other mode gets its paired difference to the reference mode (by seed) with a bootstrap interval and a
+    verdict. Finished (mode, seed) runs are not redone."""
     entry = method("cycleshape_ct_mri_3d")
     modes = list(modes)
     if entry.reference not in modes:
@@ -291,7 +292,7 @@ def compare_cycleshape(
             runs.setdefault(mode, []).append(run_cached(out / "runs" / f"{_slug(mode)}_seed{seed}.json", compute))
     metrics = [f"{name}: {m}" if name else m for name in tests for m in CYCLESHAPE_METRICS]
     return write_report(out, title, runs, metrics, f"seeds {list(seeds)}; mean foreground Dice; common overrides "
-                        f"{common}")
+                        f"{common}", reference=entry.reference)
 
 
 def learning_curve(
