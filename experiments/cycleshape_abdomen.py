@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +24,7 @@ import numpy as np
 from volgan.data import shared_label_mapping
 from volgan.evaluation import compare_cycleshape
 from volgan.evaluation.report import format_comparison
+from volgan.io import atomic_write_json
 
 CLASSES = ["spleen", "kidney_right", "kidney_left", "liver"]
 
@@ -34,8 +36,11 @@ def slab(src_img: Path, src_lab: Path, z0: int, z1: int, out: Path, name: str) -
     img, lab = nib.load(str(src_img)), nib.load(str(src_lab))
     aff = img.affine.copy()
     aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z0]) + img.affine[:3, 3]
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., z0:z1].astype(np.float32), aff), str(ip))
-    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[..., z0:z1].astype(np.uint8), aff), str(lp))
+    for path, arr in ((ip, np.asarray(img.dataobj)[..., z0:z1].astype(np.float32)),
+                      (lp, np.asarray(lab.dataobj)[..., z0:z1].astype(np.uint8))):
+        tmp = path.with_name(f".{os.getpid()}.{path.name}")  # whole or absent: a parallel seed may be reading it
+        nib.save(nib.Nifti1Image(arr, aff), str(tmp))
+        os.replace(tmp, path)
     return {"image": str(ip), "label": str(lp)}
 
 
@@ -62,9 +67,9 @@ def main() -> None:
         "test_b": [slab(*mr, 13, 20, out / "data", "mr_test")],
     }
     for k, v in lists.items():
-        (out / f"{k}.json").write_text(json.dumps({"training": v}), encoding="utf-8")
+        atomic_write_json(out / f"{k}.json", {"training": v})
     for k in ("train_a", "train_b"):  # one copy of each training slab: the segmentors' Dice where they trained
-        (out / f"{k}1.json").write_text(json.dumps({"training": lists[k][:1]}), encoding="utf-8")
+        atomic_write_json(out / f"{k}1.json", {"training": lists[k][:1]})
     common = dict(device=args.device, label_map_a=map_a, label_map_b=map_b, num_classes=len(CLASSES) + 1,
                   patch_size=[64, 64, 16], gen_channels=[16, 32, 64, 64], disc_channels=[32, 64, 128, 128],
                   disc_strides=[2, 2, 1, 1], seg_channels=[16, 32, 64, 128], pool_size=10, log_interval=20,
