@@ -55,9 +55,9 @@ def main() -> None:
     segmentor = {"channels": [16, 32, 64, 128], "patch_size": [32, 32, 32], "lr": 2e-3, "betas": (0.9, 0.999)}
     if not a.skip_comparison:
         # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k,
-        # the per-label Gaussian baseline on the same perturbed label maps; a synthesis cut short is redone
+        # the per-label Gaussian baseline on the same perturbed label maps
         gan_pools = train_synthesis_pools("mmgan_label2mri_3d", {**gan_kw, "max_epochs": a.gan_epochs}, copies=5,
-                                          device=a.device, roi_size=[64, 64, 64], overwrite=True)
+                                          device=a.device, roi_size=[64, 64, 64])
         made = {seed: gan_pools(train, seed, out / f"gan_seed{seed}") for seed in a.seeds}
         res = compare_segmentation(train, test, {s: p["gan"] for s, p in made.items()}, out / "comparison",
                                    settings=("real", *BASELINE_SETTINGS, *SEGMENTATION_SETTINGS[1:]),

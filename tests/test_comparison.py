@@ -112,6 +112,14 @@ def test_learning_curve_trains_one_gan_per_size_and_seed(tiny_dataset, tmp_path,
         assert set(point) == set(settings) and all(v["n_seeds"] == 2 for v in point.values())
     assert len(trained) == 2 * len(sizes)
     assert (out / "learning_curve" / "learning_curve.png").is_file()
+    # a synthesis cut short (its pairs on disk, no datalist yet) is redone on resume, the finished GAN kept
+    d = out / "learning_curve" / f"n{sizes[0]}" / "pools_seed0"
+    for part in ("synthetic", "gaussian"):
+        (d / part / "datalist.json").unlink()
+    evaluate_bundle("mmgan_label2mri_3d", str(folder), out, test=items[2:], seeds=(0, 1), copies=1, quick=True,
+                    sizes=sizes, settings=settings)
+    assert len(trained) == 2 * len(sizes)
+    assert all(len(load_datalist(d / part / "datalist.json")) == sizes[0] for part in ("synthetic", "gaussian"))
 
 
 def test_budget_scales_the_paper_budget():

@@ -451,16 +451,17 @@ def synthetic_pools(cases: Sequence[Mapping[str, Any]], ckpt_path: str | os.Path
                     gaussian_dir: Path | None, seed: int, copies: int, bundle: str, **synthesis: Any) -> dict[str, list]:
     """One generator's pools: ``{"gan": copies perturbed pairs per label map of cases}`` (``synthesize_augmentations``)
     and, with ``gaussian_dir``, ``"gaussian"``: the per-label Gaussian baseline of the same perturbed label maps.
-    Each is read back from its folder's ``datalist.json`` when it exists, not redone."""
+    Each is read back from its folder's ``datalist.json`` when it exists, not redone; the datalist is written last,
+    so a folder without one is a synthesis cut short (killed, out of disk) and is redone in place."""
     def cached(folder: Path, make: Callable[[], list]) -> list:
         return load_datalist(folder / "datalist.json") if (folder / "datalist.json").is_file() else make()
 
     made = {"gan": cached(syn_dir, lambda: synthesize_augmentations(
         [{"label": it["label"]} for it in cases], ckpt_path, syn_dir, copies=copies, seed=seed, bundle=bundle,
-        **synthesis))}
+        **{**synthesis, "overwrite": True}))}
     if gaussian_dir is not None:
         made["gaussian"] = cached(gaussian_dir, lambda: gaussian_label_pairs(
-            cases, [it["label"] for it in made["gan"]], gaussian_dir, seed=seed))
+            cases, [it["label"] for it in made["gan"]], gaussian_dir, seed=seed, overwrite=True))
     return made
 
 
