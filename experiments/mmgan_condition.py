@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from volgan.bundle import run_bundle
 from volgan.data import load_datalist, make_sample_cases
+from volgan.evaluation.report import format_interval
 from volgan.evaluation.statistics import paired_bootstrap, verdict
 
 CONDITIONS = {"brain-only (label 3, P1)": dict(tissue=False, label_values=[0, 1, 2, 3, 4]),
@@ -85,8 +86,8 @@ def main() -> None:
         delta, verd = "reference", ""
         if name != names[0]:
             d = paired_bootstrap(np.array([[r[s]["best"] - results[names[0]][s]["best"]] for s in a.seeds]))
-            delta, verd = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]", verdict(d)
-        lines.append(f"| {name} | {ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}] | {delta} | {verd} | "
+            delta, verd = format_interval(d, signed=True), verdict(d)
+        lines.append(f"| {name} | {format_interval(ci)} | {delta} | {verd} | "
                      f"{np.mean([r[s]['best_epoch'] for s in a.seeds]):.0f} | "
                      f"{np.mean([r[s]['trained'] for s in a.seeds]):.0f} | "
                      f"{np.mean([r[s]['seconds'] for s in a.seeds]):.0f} |")

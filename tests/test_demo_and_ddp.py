@@ -42,9 +42,9 @@ def test_reading_says_each_verdict_as_it_is():
     def c(verdict, mean=0.1):
         return {"WT": {"verdict": verdict, "mean": mean, "lo": mean - 0.05, "hi": mean + 0.05}}
 
-    text = reading({"gan": c("better"), "aug": c("too few pairs to tell")}, "WT", "gan", "aug", 2)
+    text = reading({"gan": c("better"), "aug": c("too few seeds or pairs to tell")}, "WT", "gan", "aug", 2)
     assert text.startswith("With 2 labelled cases, gan is better than real only (WT Dice +0.100, 95 % CI [+0.050, "
-                           "+0.150])") and "aug is not comparable, from one (seed, case) pair, with real only" in text
+                           "+0.150])") and "aug is not comparable (too few seeds or pairs) with real only" in text
     text = reading({"gan": c("worse", -0.1), "aug": c("no detectable difference", 0.0)}, "WT", "gan", "aug", 4)
     assert "gan is worse than real only" in text and "aug is not detectably different from real only" in text
 

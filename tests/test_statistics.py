@@ -58,20 +58,25 @@ def test_pairing_by_seed_and_case_and_nan_cells():
     assert verdict({"lo": float("nan"), "hi": 1.0}) == NO_PAIRS
 
 
-def test_one_pair_or_none_gets_no_verdict():
+def test_one_pair_one_seed_or_none_gets_no_verdict():
     """One seed x one case: the bootstrap interval is the pair itself (width 0), so even a large difference is not
-    called better; a metric only one setting has (no pairs) is n/a, not 'no detectable difference'."""
+    called better; one seed x many cases neither (its interval does not resample the training); a metric only one
+    setting has (no pairs) is n/a, not 'no detectable difference'."""
     one = compare_to_reference({"real": _runs([[0.5]]), "gan": _runs([[0.9]])}, "real", ["WT"], n_boot=200)["gan"]["WT"]
     assert (one["lo"], one["hi"], one["n_pairs"]) == (one["mean"], one["mean"], 1) and one["verdict"] == TOO_FEW
-    two = compare_to_reference({"real": _runs([[0.5, 0.4]]), "gan": _runs([[0.9, 0.8]])}, "real", ["WT"])["gan"]["WT"]
-    assert two["verdict"] == BETTER
+    cases = compare_to_reference({"real": _runs([[0.5, 0.4, 0.6, 0.5]]), "gan": _runs([[0.9, 0.8, 0.9, 0.8]])},
+                                 "real", ["WT"])["gan"]["WT"]
+    assert cases["lo"] > 0 and (cases["n_seeds"], cases["n_pairs"]) == (1, 4) and cases["verdict"] == TOO_FEW
+    two = compare_to_reference({"real": _runs([[0.5, 0.4], [0.6, 0.5]]), "gan": _runs([[0.9, 0.8], [0.9, 0.85]])},
+                               "real", ["WT"])["gan"]["WT"]
+    assert two["n_seeds"] == 2 and two["verdict"] == BETTER
     none = compare_to_reference({"real": _runs([[float("nan")]]), "gan": _runs([[0.9]])}, "real", ["WT"])["gan"]["WT"]
     assert none["n_pairs"] == 0 and none["verdict"] == NO_PAIRS
     runs = {"real": _runs([[0.5]]), "gan": _runs([[0.9]])}
     for r in runs["gan"]:
         r["rows"][0]["MMD"] = 0.1  # a metric only the GAN setting has
     md = format_comparison(compare_to_reference(runs, "real", ["WT", "MMD"], n_boot=200), "real")
-    assert md.splitlines()[-1] == "| gan | 1 seeds x 1 cases | +0.400 [+0.400, +0.400] too few pairs to tell | n/a |"
+    assert md.splitlines()[-1] == "| gan | 1 seeds x 1 cases | +0.400 [+0.400, +0.400] too few seeds or pairs to tell | n/a |"
 
 
 def test_learning_curve_table_says_na_for_a_point_without_pairs(tmp_path):

@@ -87,7 +87,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         kw["iterations"] = args.iterations
     ckpt = args.ckpt_path[0] if args.ckpt_path and len(args.ckpt_path) == 1 else args.ckpt_path
     res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=ckpt, test=args.test,
-                          test_fraction=args.test_fraction, seeds=args.seeds, copies=args.copies,
+                          test_fraction=args.test_fraction, seeds=args.seeds or ([0] if args.quick else [0, 1, 2]),
+                          copies=args.copies,
                           device=args.device, quick=args.quick, sizes=args.sizes, budget=args.budget,
                           overrides=parse_overrides(args.set or []), **kw)
     print(res["table"])
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "to resample the GAN as well as the segmentor")
     e.add_argument("--test", help="held-out pairs (default: a split of --dataset by case)")
     e.add_argument("--test-fraction", type=float, default=0.25)
-    e.add_argument("--seeds", type=int, nargs="+", default=[0])
+    e.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0); a setting is called better "
+                   "or worse only from at least two seeds")
     e.add_argument("--copies", type=int, default=5, help="synthetic copies per training label map (mmgan)")
     e.add_argument("--settings", nargs="+", help="a subset of the bundle's settings")
     e.add_argument("--iterations", type=int, help="segmentor iterations per setting (mmgan)")

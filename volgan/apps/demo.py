@@ -116,7 +116,7 @@ def reading(comparison: dict, metric: str, gan: str, aug: str, n_real: int) -> s
     def said(name: str) -> str:
         c = comparison[name][metric]
         words = {BETTER: "better than", WORSE: "worse than",
-                 TOO_FEW: "not comparable, from one (seed, case) pair, with"}
+                 TOO_FEW: "not comparable (too few seeds or pairs) with"}
         word = words.get(c["verdict"], "not detectably different from")
         return f"{name} is {word} real only ({metric} Dice {c['mean']:+.3f}, 95 % CI [{c['lo']:+.3f}, {c['hi']:+.3f}])"
 

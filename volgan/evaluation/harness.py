@@ -50,7 +50,7 @@ from volgan.evaluation.registry import CYCLESHAPE_MODES, FILTERED_SETTING, SEGME
 from volgan.evaluation.report import format_interval, json_ready, plot_learning_curve, write_report
 from volgan.evaluation.scores import CYCLESHAPE_METRICS, HELD_OUT
 from volgan.evaluation.segmentor import evaluate_segmentor, train_segmentor
-from volgan.evaluation.statistics import mean_interval
+from volgan.evaluation.statistics import MIN_SEEDS, mean_interval
 from volgan.io import atomic_write_json, save_weights
 from volgan.synthesis import synthesize_augmentations
 
@@ -400,7 +400,7 @@ def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]], unit: s
     ref = points[0]["reference"] if points else None
     lines = [f"{points[0]['metric'] if points else 'Dice'} per number of real training {unit}: mean [95 % bootstrap "
              f"interval over test cases and seeds]; Δ: paired difference to {ref} [95 % interval], a verdict "
-             "only when the interval excludes 0.", "",
+             f"only when the interval excludes 0 (and from at least {MIN_SEEDS} seeds).", "",
              f"| real {unit} | setting | mean [95 % CI] | Δ vs reference [95 % CI] | verdict | seeds x cases |",
              "|---:|---|---:|---:|---|---:|"]
     rows = []

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
-from volgan.evaluation.statistics import NO_PAIRS, compare_to_reference
+from volgan.evaluation.statistics import MIN_SEEDS, NO_PAIRS, compare_to_reference
 from volgan.io import atomic_write_json
 
 __all__ = ["summarise", "aggregate", "format_table", "format_interval", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
@@ -97,7 +97,8 @@ def format_comparison(comparison: Mapping[str, Mapping[str, Mapping[str, Any]]],
         return ""
     metrics = list(next(iter(comparison.values())))
     lines = [f"Difference to **{reference}**, paired by test case and seed; [95 % paired bootstrap interval over "
-             f"cases and seeds]; better / worse only when the interval excludes 0:", "",
+             f"cases and seeds]; better / worse only when the interval excludes 0 (and from at least {MIN_SEEDS} "
+             "seeds):", "",
              "| setting | pairs | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
              "|---|---:|" + "---:|" * len(metrics)]
     for name, per in comparison.items():

@@ -4,9 +4,11 @@ a reference setting (real only), resampling the test cases and the seeds, and th
 The pairing: the same test case scored by both settings' segmentors of the same seed. A bootstrap replicate draws
 seeds with replacement and test cases with replacement (the same draw for both settings) and takes the mean of the
 paired differences; the interval is the percentile interval of the replicates. A setting is called better (worse)
-only when the whole interval lies above (below) zero, and only from at least ``MIN_PAIRS`` pairs: the bootstrap
-of a single pair is that pair's value, an interval of width 0 that says nothing about noise. A difference with no
-pair at all (a metric one of the settings does not have) has no verdict.
+only when the whole interval lies above (below) zero, and only from at least ``MIN_PAIRS`` pairs of at least
+``MIN_SEEDS`` seeds: the bootstrap of a single pair is that pair's value, an interval of width 0 that says nothing
+about noise, and the interval of one seed resamples the test cases only, not the training (GAN and segmentor) that
+a rerun with another seed would change. A difference with no pair at all (a metric one of the settings does not
+have) has no verdict.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 import numpy as np
 
 __all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict",
-           "compare_to_reference", "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS", "MIN_PAIRS"]
+           "compare_to_reference", "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS", "MIN_PAIRS",
+           "MIN_SEEDS"]
 
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
-TOO_FEW, NO_PAIRS = "too few pairs to tell", "n/a"
-#: the fewest (seed, case) pairs a verdict is read from
-MIN_PAIRS = 2
+TOO_FEW, NO_PAIRS = "too few seeds or pairs to tell", "n/a"
+#: the fewest (seed, case) pairs, and the fewest seeds among them, a verdict is read from
+MIN_PAIRS, MIN_SEEDS = 2, 2
 
 
 def paired_differences(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], metric: str
@@ -87,11 +90,12 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95,
 
 def verdict(ci: Mapping[str, Any]) -> str:
     """``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``; ``n/a`` without an
-    interval (no pairs), ``too few pairs to tell`` from fewer than ``MIN_PAIRS`` pairs (``n_pairs``, when given)."""
+    interval (no pairs); ``too few seeds or pairs to tell`` from fewer than ``MIN_PAIRS`` pairs or ``MIN_SEEDS``
+    seeds (``n_pairs``, ``n_seeds``, when given)."""
     lo, hi, n = ci.get("lo", float("nan")), ci.get("hi", float("nan")), ci.get("n_pairs", MIN_PAIRS)
     if math.isnan(lo) or math.isnan(hi) or n == 0:
         return NO_PAIRS
-    if n < MIN_PAIRS:
+    if n < MIN_PAIRS or ci.get("n_seeds", MIN_SEEDS) < MIN_SEEDS:
         return TOO_FEW
     return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFF
 
