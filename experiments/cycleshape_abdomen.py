@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from volgan.data import shared_label_mapping
-from volgan.evaluation import compare_cycleshape
+from volgan.evaluation import CYCLESHAPE_MODES, compare_cycleshape
 from volgan.evaluation.report import format_comparison
 from volgan.io import atomic_write_json
 
@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/cycleshape_abdomen")
     p.add_argument("--epochs", type=int, nargs=3, default=[150, 10, 10], help="S pre-train, G/D pre-train, joint/ada")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one GAN run per seed and mode; resumable")
+    p.add_argument("--modes", nargs="+", default=list(CYCLESHAPE_MODES), choices=CYCLESHAPE_MODES,
+                   help="a subset of the modes (cyclegan, the S-score reference, is always run)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     root = Path(args.data) / "ct_mr_abdomen_totalseg"
@@ -77,8 +79,9 @@ def main() -> None:
     pre_s, pre_gd, joint = args.epochs
     common.update(pretrain_s_epochs=pre_s, pretrain_gd_epochs=pre_gd, max_epochs=pre_s + pre_gd + joint,
                   decay_epochs=max(joint // 2, 1), early_stop_patience=0, roi_size=[64, 64, 16])
+    modes = [m for m in CYCLESHAPE_MODES if m == "cyclegan" or m in args.modes]
     res = compare_cycleshape(str(out / "train_a.json"), str(out / "train_b.json"), str(out / "test_a.json"),
-                             str(out / "test_b.json"), out, seeds=args.seeds, common=common,
+                             str(out / "test_b.json"), out, modes=modes, seeds=args.seeds, common=common,
                              extra_tests={"train slabs": (str(out / "train_a1.json"), str(out / "train_b1.json"))},
                              title="P2 cycle/shape GAN on real abdomen CT / MRI slabs")
     table = ["| mode | S-score CT->MRI | S-score MRI->CT | Dice S_A on CT | Dice S_B on MRI | train slabs: S-score "
