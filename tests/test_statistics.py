@@ -67,9 +67,10 @@ def test_one_pair_one_seed_or_none_gets_no_verdict():
     cases = compare_to_reference({"real": _runs([[0.5, 0.4, 0.6, 0.5]]), "gan": _runs([[0.9, 0.8, 0.9, 0.8]])},
                                  "real", ["WT"])["gan"]["WT"]
     assert cases["lo"] > 0 and (cases["n_seeds"], cases["n_pairs"]) == (1, 4) and cases["verdict"] == TOO_FEW
-    two = compare_to_reference({"real": _runs([[0.5, 0.4], [0.6, 0.5]]), "gan": _runs([[0.9, 0.8], [0.9, 0.85]])},
-                               "real", ["WT"])["gan"]["WT"]
-    assert two["n_seeds"] == 2 and two["verdict"] == BETTER
+    three = compare_to_reference({"real": _runs([[0.5, 0.4, 0.6], [0.6, 0.5, 0.5], [0.4, 0.5, 0.6]]),
+                                  "gan": _runs([[0.9, 0.8, 0.9], [0.9, 0.85, 0.8], [0.8, 0.9, 0.95]])},
+                                 "real", ["WT"])["gan"]["WT"]
+    assert three["n_seeds"] == 3 and three["verdict"] == BETTER
     none = compare_to_reference({"real": _runs([[float("nan")]]), "gan": _runs([[0.9]])}, "real", ["WT"])["gan"]["WT"]
     assert none["n_pairs"] == 0 and none["verdict"] == NO_PAIRS
     runs = {"real": _runs([[0.5]]), "gan": _runs([[0.9]])}
@@ -92,4 +93,29 @@ def test_learning_curve_table_says_na_for_a_point_without_pairs(tmp_path):
     table = write_learning_curve(tmp_path, points)["table"]
     assert "nan" not in table
     assert table.splitlines()[-1] == "| 1 | gan | n/a | n/a | n/a | 0 x 0 |"
-    assert table.splitlines()[-2].startswith("| 1 | real | 0.450 [0.400, 0.500] | reference |")
+    assert table.splitlines()[-2].startswith("| 1 | real | 0.450 [-0.011, 0.911] | reference |")
+
+
+def _false_positive_rates(shape, seed_sd, reps=200):
+    """Share of null draws (no true difference) whose interval excludes 0: (with the small-sample expansion,
+    the plain percentile interval)."""
+    rng, hits, plain = np.random.RandomState(0), 0, 0
+    for r in range(reps):
+        d = rng.randn(shape[0], 1) * seed_sd + rng.randn(*shape)
+        ci = paired_bootstrap(d, n_boot=1000, seed=r)
+        k = ci["expansion"]
+        lo, hi = ci["mean"] - (ci["mean"] - ci["lo"]) / k, ci["mean"] + (ci["hi"] - ci["mean"]) / k
+        hits += ci["lo"] > 0 or ci["hi"] < 0
+        plain += lo > 0 or hi < 0
+    return hits / reps, plain / reps
+
+
+def test_few_seeds_interval_keeps_its_level():
+    """A plain percentile bootstrap over 3 seeds (one test volume, as P2; or 3 seeds x 4 cases whose seed-to-seed
+    spread dominates) excludes 0 far more often than 5 % when nothing differs; the expanded interval does not."""
+    for shape, seed_sd in (((3, 1), 0.0), ((5, 1), 0.0), ((3, 4), 1.0)):
+        fpr, plain = _false_positive_rates(shape, seed_sd)
+        assert fpr <= 0.09 and plain >= 0.12, (shape, fpr, plain)
+    # many cases, no seed effect: the expansion stays 1 (the two-way bootstrap alone is not too narrow there)
+    d = np.random.RandomState(3).randn(3, 40)
+    assert paired_bootstrap(d, n_boot=500)["expansion"] == 1.0
