@@ -101,7 +101,8 @@ def small_sample_expansion(diff: np.ndarray, reps: np.ndarray, level: float = 0.
     tests/test_statistics.py). The interval is scaled by ``t(df) * se / (z * se_boot)`` when that is above 1:
     ``se`` the standard error of the mean of the (seeds, cases) table under the two-way random-effects model
     (seed, case and residual mean squares; one seed or one case: the plain standard error), ``df`` its
-    Satterthwaite degrees of freedom (about seeds - 1 when the seeds differ most, cases - 1 when the cases do),
+    Satterthwaite degrees of freedom (about seeds - 1 when the seeds differ most, cases - 1 when the cases do; never
+    below the smaller of the two),
     ``se_boot`` the replicates' spread: the Student-t interval's small-sample width, the bootstrap's shape."""
     d = np.atleast_2d(np.asarray(diff, dtype=float))
     d = d[~np.isnan(d).all(1)][:, ~np.isnan(d).all(0)]
@@ -127,7 +128,9 @@ def small_sample_expansion(diff: np.ndarray, reps: np.ndarray, level: float = 0.
     se2 = sum(v for v, _ in terms)
     if se2 <= 0:
         return 1.0, float("inf")
-    df = se2 ** 2 / sum(v ** 2 / f for v, f in terms)
+    # Satterthwaite; with the residual's negative weight it can fall below every component's own df (an interval
+    # many times the data's range), so it is kept at least the seeds' or cases' df, whichever is smaller
+    df = max(se2 ** 2 / sum(v ** 2 / f for v, f in terms), min(f for _, f in terms))
     q = (1 + level) / 2
     return max(1.0, float(stats.t.ppf(q, df) * math.sqrt(se2) / (stats.norm.ppf(q) * se_boot))), float(df)
 
