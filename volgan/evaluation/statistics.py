@@ -102,8 +102,8 @@ def small_sample_expansion(diff: np.ndarray, reps: np.ndarray, level: float = 0.
     ``se`` the standard error of the mean of the (seeds, cases) table under the two-way random-effects model
     (seed, case and residual mean squares; one seed or one case: the plain standard error), ``df`` its
     Satterthwaite degrees of freedom (about seeds - 1 when the seeds differ most, cases - 1 when the cases do; never
-    below the smaller of the two),
-    ``se_boot`` the replicates' spread: the Student-t interval's small-sample width, the bootstrap's shape."""
+    below the smaller of the two), ``se_boot`` the replicates' spread: the Student-t interval's small-sample width,
+    the bootstrap's shape."""
     d = np.atleast_2d(np.asarray(diff, dtype=float))
     d = d[~np.isnan(d).all(1)][:, ~np.isnan(d).all(0)]
     full = d[:, ~np.isnan(d).any(0)]  # the cases every seed has (a few NaN cells leave their case out here)
