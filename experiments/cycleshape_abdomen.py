@@ -14,8 +14,8 @@ mode's paired difference to cyclegan (by seed: the interval is over the seeds, o
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +24,7 @@ import numpy as np
 from volgan.data import shared_label_mapping
 from volgan.evaluation import CYCLESHAPE_MODES, compare_cycleshape
 from volgan.evaluation.report import format_comparison
-from volgan.io import atomic_write_json
+from volgan.io import atomic_write_bytes, atomic_write_json
 
 CLASSES = ["spleen", "kidney_right", "kidney_left", "liver"]
 
@@ -38,9 +38,8 @@ def slab(src_img: Path, src_lab: Path, z0: int, z1: int, out: Path, name: str) -
     aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z0]) + img.affine[:3, 3]
     for path, arr in ((ip, np.asarray(img.dataobj)[..., z0:z1].astype(np.float32)),
                       (lp, np.asarray(lab.dataobj)[..., z0:z1].astype(np.uint8))):
-        tmp = path.with_name(f".{os.getpid()}.{path.name}")  # whole or absent: a parallel seed may be reading it
-        nib.save(nib.Nifti1Image(arr, aff), str(tmp))
-        os.replace(tmp, path)
+        # whole or absent (temp file + rename): a seed started beside this one may be reading it
+        atomic_write_bytes(path, gzip.compress(nib.Nifti1Image(arr, aff).to_bytes()))
     return {"image": str(ip), "label": str(lp)}
 
 
