@@ -112,3 +112,31 @@ def test_evaluate_mmgan_real_plus_filtered_synthetic(tiny_dataset, tmp_path):
     with open(out / "synthetic" / "quality.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(r["kept"] == "True" for r in rows)  # scored, nothing filtered out of the datalist
+
+
+def test_evaluate_default_seeds_are_the_same_from_python_and_cli(tmp_path, monkeypatch):
+    """No ``seeds`` given: three (enough for a verdict) from ``evaluate_bundle`` as from ``volgan evaluate``; one
+    with ``quick``; explicit seeds pass through unchanged."""
+    import numpy as np
+
+    import volgan.evaluation.harness as harness
+    from tests.conftest import tiny_case, write_pair
+    from volgan.apps.cli import main
+    from volgan.evaluation.statistics import MIN_SEEDS
+
+    rng = np.random.RandomState(0)
+    d = tmp_path / "vols"
+    d.mkdir()
+    for i in range(4):
+        write_pair(d, f"c{i}", *tiny_case(rng, (24, 24, 6)))
+    seen = []
+    monkeypatch.setattr(harness, "compare_bundle_settings",
+                        lambda *a, seeds, **k: seen.append(list(seeds)) or {"table": ""})
+    harness.evaluate_bundle("wgan_pairs_seg_2d", str(d), tmp_path / "a")
+    harness.evaluate_bundle("wgan_pairs_seg_2d", str(d), tmp_path / "b", quick=True)
+    harness.evaluate_bundle("wgan_pairs_seg_2d", str(d), tmp_path / "c", seeds=(5, 7))
+    for argv in ([], ["--quick"], ["--seeds", "5", "7"]):
+        assert main(["evaluate", "--bundle", "wgan_pairs_seg_2d", "--dataset", str(d), "--output-dir",
+                     str(tmp_path / "cli"), *argv]) == 0
+    assert seen == [[0, 1, 2], [0], [5, 7]] * 2
+    assert len(seen[0]) >= MIN_SEEDS

@@ -87,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         kw["iterations"] = args.iterations
     ckpt = args.ckpt_path[0] if args.ckpt_path and len(args.ckpt_path) == 1 else args.ckpt_path
     res = evaluate_bundle(args.bundle, args.dataset, args.output_dir, ckpt_path=ckpt, test=args.test,
-                          test_fraction=args.test_fraction, seeds=args.seeds or ([0] if args.quick else [0, 1, 2]),
+                          test_fraction=args.test_fraction, seeds=args.seeds,
                           copies=args.copies,
                           device=args.device, quick=args.quick, sizes=args.sizes, budget=args.budget,
                           overrides=parse_overrides(args.set or []), **kw)

@@ -482,8 +482,12 @@ def budget_overrides(bundle: str, fraction: float) -> dict[str, int]:
     return out
 
 
+#: ``evaluate_bundle``'s seeds when none are given: (not quick, quick); a verdict needs at least ``MIN_SEEDS``
+DEFAULT_SEEDS = {False: (0, 1, 2), True: (0,)}
+
+
 def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path: str | Sequence[str] | None = None,
-                    test: Any = None, test_fraction: float = 0.25, seeds: Sequence[int] = (0,), copies: int = 5,
+                    test: Any = None, test_fraction: float = 0.25, seeds: Sequence[int] | None = None, copies: int = 5,
                     device: Any = "cpu", quick: bool = False, sizes: Sequence[int] | None = None,
                     budget: float | None = None, overrides: Mapping[str, Any] | None = None,
                     **kwargs: Any) -> dict[str, Any]:
@@ -501,10 +505,11 @@ def evaluate_bundle(bundle: str, dataset: Any, output_dir: str | Path, ckpt_path
     cases for each k; MM-GAN then trains one generator per size and seed, ``ckpt_path`` unused). ``quick`` shrinks
     every budget (a smoke run), ``budget`` scales the paper's (``budget_overrides``); ``overrides``: bundle ids for
     every training run (``volgan evaluate --set ID=VALUE``, e.g. P2's ``label_map_a``; MM-GAN: its GAN trainings);
-    ``kwargs`` go to the comparison function (explicit options win over all of these)."""
+    ``kwargs`` go to the comparison function (explicit options win over all of these). ``seeds``: default 0 1 2
+    (``quick``: 0), as ``volgan evaluate``."""
     entry = method(bundle)
     out = Path(output_dir)
-    seeds = [int(s) for s in seeds]
+    seeds = [int(s) for s in (seeds if seeds is not None else DEFAULT_SEEDS[bool(quick)])]
     items = resolve_dataset(dataset, out)
     if test is None:
         train_items, test_items = split_datalist(items, test_fraction, seeds[0], group_key=None, source=dataset,
