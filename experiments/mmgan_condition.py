@@ -2,6 +2,7 @@
 white matter) plus the same tumour labels, each GAN trained to a stated criterion.
 
     python experiments/mmgan_condition.py --out runs/mmgan_condition [--seeds 0 1 2] [--max-epochs 60]
+    python experiments/mmgan_condition.py ... --seeds 0 --train-only brain  # a share per process, then the table
 
 Data: the embedded sample (``volgan.data.make_sample_cases``, real T1 anatomy of three subjects, SIMULATED
 tumours); with ``tissue=True`` the same images get the rest of the brain split into CSF 5 / GM 6 / WM 7 by
@@ -75,12 +76,16 @@ def main() -> None:
     p.add_argument("--val-interval", type=int, default=4)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--train-only", choices=["brain", "tissue"],
+                   help="train (and score) this condition's GANs only, no table: one share of a run split over processes")
     a = p.parse_args()
     logging.disable(logging.INFO)
     out = Path(a.out)
     results: dict[str, dict[int, dict]] = {}
     for name, cond in CONDITIONS.items():
         slug = "tissue" if cond["tissue"] else "brain"
+        if a.train_only not in (None, slug):
+            continue
         data = out / f"data_{slug}"
         items = load_datalist(data / "dataset.json" if (data / "dataset.json").is_file() else
                               make_sample_cases(data, 4, seed=0, tissue=cond["tissue"]))
@@ -102,6 +107,8 @@ def main() -> None:
                                                   "best_epoch": epochs[best], "trained": epochs[-1],
                                                   "cases": per_case_ssim(run, overrides),
                                                   "seconds": float((run / "finished").read_text().strip() or 0)}
+    if a.train_only:
+        return
     names = list(CONDITIONS)
     n_cases = len(results[names[0]][a.seeds[0]]["cases"])
     lines = [f"Held-out SSIM (Colin27, {n_cases} cases, whole volumes) of MM-GAN's best validation; mean [95 % bootstrap "
