@@ -40,6 +40,10 @@ EXPERIMENTS = {
     "p1t": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition", "--seeds", "0", "1", "2",
              "--max-epochs", "16", "--val-interval", "4", "--patience", "2"],
             ["{out}/mmgan_condition/table.md"], ["{out}/mmgan_condition/ssim_curves.png"]),
+    # the same two conditions trained until the stopping rule fires (at most 80 epochs, patience 3 validations)
+    "p1s": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition_long", "--seeds", "0", "1", "2",
+             "--max-epochs", "80", "--val-interval", "4", "--patience", "3"],
+            ["{out}/mmgan_condition_long/table.md"], ["{out}/mmgan_condition_long/ssim_curves.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
             "0", "1", "2"],
            ["{out}/cycleshape_abdomen/table.md"], []),
@@ -72,6 +76,7 @@ SMOKE = {
     "p5": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p4": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p1t": {"--seeds": ["0"], "--max-epochs": ["1"], "--val-interval": ["1"]},
+    "p1s": {"--seeds": ["0"], "--max-epochs": ["2"], "--val-interval": ["1"], "--patience": ["1"]},
     "p3c": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"], "--sizes": ["1", "2"]},
     "p5c": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"], "--sizes": ["1", "2"]},
 }

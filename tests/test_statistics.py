@@ -119,3 +119,23 @@ def test_few_seeds_interval_keeps_its_level():
     # many cases, no seed effect: the expansion stays 1 (the two-way bootstrap alone is not too narrow there)
     d = np.random.RandomState(3).randn(3, 40)
     assert paired_bootstrap(d, n_boot=500)["expansion"] == 1.0
+
+
+def test_interval_stays_inside_the_score_range():
+    """The widened interval of a Dice mean stays in [0, 1] and that of a difference of two in [-1, 1] (P5's
+    2-slice point, seeds 0.634 / 0.000 / 0.462, read [-0.615, 1.087] before), without changing any verdict;
+    unbounded, the same numbers leave the range."""
+    from volgan.evaluation.statistics import SCORE_RANGE
+
+    real, aug = _runs([[0.634], [0.0], [0.462]]), _runs([[0.612], [0.594], [0.616]])
+    free, cut = mean_interval(real, "WT"), mean_interval(real, "WT", bounds=SCORE_RANGE)
+    assert free["lo"] < 0 and free["hi"] > 1
+    assert cut["lo"] == 0.0 and cut["hi"] == 1.0 and cut["mean"] == free["mean"]
+    shifted = _runs([[0.05], [0.9], [0.1]])
+    for bounds in (None, SCORE_RANGE):
+        d = compare_to_reference({"real": real, "aug": aug, "shifted": shifted}, "real", ["WT"], n_boot=2000,
+                                 bounds=bounds)
+        assert all(-1 <= d[k]["WT"]["lo"] <= d[k]["WT"]["hi"] <= 1 for k in d) == (bounds is not None)
+        assert d["aug"]["WT"]["verdict"] == NO_DIFF
+    tight = mean_interval(_runs([[0.70], [0.71], [0.72]]), "WT", bounds=SCORE_RANGE)
+    assert 0.6 < tight["lo"] < 0.70 and 0.72 < tight["hi"] < 0.8  # inside the range: not touched

@@ -50,7 +50,7 @@ from volgan.evaluation.registry import CYCLESHAPE_MODES, FILTERED_SETTING, SEGME
 from volgan.evaluation.report import format_interval, json_ready, plot_learning_curve, write_report
 from volgan.evaluation.scores import CYCLESHAPE_METRICS, HELD_OUT
 from volgan.evaluation.segmentor import evaluate_segmentor, train_segmentor
-from volgan.evaluation.statistics import MIN_SEEDS, mean_interval
+from volgan.evaluation.statistics import MIN_SEEDS, SCORE_RANGE, mean_interval
 from volgan.io import atomic_write_json, save_weights
 from volgan.synthesis import synthesize_augmentations
 
@@ -385,7 +385,7 @@ def learning_curve_over(sizes: Sequence[int], point: Callable[[int, Path], dict[
         ref = res.get("reference") if res.get("reference") in res["runs"] else reference
         row = {"n_real": k, "metric": col, "reference": ref, "settings": {}}
         for name, runs in res["runs"].items():
-            ci = mean_interval(runs, col)
+            ci = mean_interval(runs, col, bounds=None if col.startswith("HD") else SCORE_RANGE)
             diff = res.get("comparison", {}).get(name, {}).get(col)
             row["settings"][name] = {"mean": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_seeds": ci["n_seeds"],
                                      "n_cases": ci["n_cases"], "difference": diff}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Jupyter's inline) stays as it is
 
-from volgan.evaluation.statistics import MIN_SEEDS, NO_PAIRS, compare_to_reference
+from volgan.evaluation.statistics import MIN_SEEDS, NO_PAIRS, SCORE_RANGE, compare_to_reference
 from volgan.io import atomic_write_json
 
 __all__ = ["summarise", "aggregate", "format_table", "format_interval", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
@@ -122,7 +122,8 @@ def write_report(output_dir: str | Path, title: str, runs: Mapping[str, Sequence
     table = format_table(agg, metrics)
     comparison = {}
     if reference is not None and reference in runs:
-        comparison = compare_to_reference(runs, reference, [m for m in metrics if not m.startswith("HD")])
+        comparison = compare_to_reference(runs, reference, [m for m in metrics if not m.startswith("HD")],
+                                          bounds=SCORE_RANGE)
         table = table + "\n\n" + format_comparison(comparison, reference)
     (out / "results.md").write_text(f"# {title}\n\n{note}\n\n{table}\n", encoding="utf-8")
     atomic_write_json(out / "results.json", json_ready(

@@ -22,13 +22,15 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["paired_differences", "paired_bootstrap", "metric_matrix", "mean_interval", "verdict",
-           "compare_to_reference", "small_sample_expansion", "BETTER", "WORSE", "NO_DIFF", "TOO_FEW", "NO_PAIRS",
-           "MIN_PAIRS", "MIN_SEEDS"]
+           "compare_to_reference", "small_sample_expansion", "SCORE_RANGE", "BETTER", "WORSE", "NO_DIFF", "TOO_FEW",
+           "NO_PAIRS", "MIN_PAIRS", "MIN_SEEDS"]
 
 BETTER, WORSE, NO_DIFF = "better", "worse", "no detectable difference"
 TOO_FEW, NO_PAIRS = "too few seeds or pairs to tell", "n/a"
 #: the fewest (seed, case) pairs, and the fewest seeds among them, a verdict is read from
 MIN_PAIRS, MIN_SEEDS = 2, 2
+#: the range of the scores the harness compares (Dice per region, S-score; HD95 is reported, not compared)
+SCORE_RANGE = (0.0, 1.0)
 
 
 def paired_differences(runs: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], metric: str
@@ -62,16 +64,20 @@ def metric_matrix(runs: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
     return out
 
 
-def mean_interval(runs: Sequence[Mapping[str, Any]], metric: str, n_boot: int = 10000, seed: int = 0
-                  ) -> dict[str, Any]:
+def mean_interval(runs: Sequence[Mapping[str, Any]], metric: str, n_boot: int = 10000, seed: int = 0,
+                  bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """A setting's mean ``metric`` and its bootstrap interval over test cases and seeds (``paired_bootstrap`` of
-    the values themselves): the error bar of a learning-curve point."""
-    return paired_bootstrap(metric_matrix(runs, metric), n_boot, seed=seed)
+    the values themselves): the error bar of a learning-curve point; ``bounds``: the metric's range (``SCORE_RANGE``
+    for Dice)."""
+    return paired_bootstrap(metric_matrix(runs, metric), n_boot, seed=seed, bounds=bounds)
 
 
-def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0,
+                     bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """Mean of the paired differences ``diff`` (seeds, cases) and its bootstrap ``level`` interval (resampling seeds
-    and cases with replacement; NaN pairs left out of each mean). ``n``: the pairs used."""
+    and cases with replacement; NaN pairs left out of each mean). ``n``: the pairs used. ``bounds``: the range the
+    quantity cannot leave (a Dice in [0, 1], a difference of two in [-1, 1]); the interval, widened by
+    ``small_sample_expansion`` about the mean, is cut to it (which never changes a verdict: 0 lies inside)."""
     d = np.atleast_2d(np.asarray(diff, dtype=float))
     ok = ~np.isnan(d)
     if not ok.any():
@@ -88,7 +94,10 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 10000, level: float = 0.95,
     alpha = (1 - level) / 2
     mean, lo, hi = float(d[ok].mean()), float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))
     k, df = small_sample_expansion(d, reps, level)
-    return {"mean": mean, "lo": mean - (mean - lo) * k, "hi": mean + (hi - mean) * k, "n_pairs": int(ok.sum()),
+    lo, hi = mean - (mean - lo) * k, mean + (hi - mean) * k
+    if bounds is not None:
+        lo, hi = max(lo, float(bounds[0])), min(hi, float(bounds[1]))
+    return {"mean": mean, "lo": lo, "hi": hi, "n_pairs": int(ok.sum()),
             "n_seeds": int(ok.any(1).sum()), "n_cases": int(ok.any(0).sum()), "level": level, "expansion": k, "df": df}
 
 
@@ -148,15 +157,19 @@ def verdict(ci: Mapping[str, Any]) -> str:
 
 
 def compare_to_reference(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str, metrics: Sequence[str],
-                         n_boot: int = 10000, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+                         n_boot: int = 10000, seed: int = 0, bounds: tuple[float, float] | None = None
+                         ) -> dict[str, dict[str, dict[str, Any]]]:
     """For every setting but ``reference``: per metric the paired bootstrap of its difference to ``reference``
-    (``paired_bootstrap`` + ``"verdict"``)."""
+    (``paired_bootstrap`` + ``"verdict"``); ``bounds``: the metrics' range (``SCORE_RANGE``: differences in
+    [-1, 1])."""
+    diff_bounds = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, per_seed in runs.items():
         if name == reference or reference not in runs:
             continue
         out[name] = {}
         for m in metrics:
-            ci = paired_bootstrap(paired_differences(per_seed, runs[reference], m), n_boot, seed=seed)
+            ci = paired_bootstrap(paired_differences(per_seed, runs[reference], m), n_boot, seed=seed,
+                                  bounds=diff_bounds)
             out[name][m] = {**ci, "verdict": verdict(ci)}
     return out
