@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--train-only", choices=["brain", "tissue"],
-                   help="train (and score) this condition's GANs only, no table: one share of a run split over processes")
+                   help="train (and score) this condition's GANs only, no table: a share of a run over processes")
     a = p.parse_args()
     logging.disable(logging.INFO)
     out = Path(a.out)
@@ -111,9 +111,9 @@ def main() -> None:
         return
     names = list(CONDITIONS)
     n_cases = len(results[names[0]][a.seeds[0]]["cases"])
-    lines = [f"Held-out SSIM (Colin27, {n_cases} cases, whole volumes) of MM-GAN's best validation; mean [95 % bootstrap "
-             f"interval over {len(a.seeds)} seeds x {n_cases} held-out cases]; stop after {a.patience} validations (every {a.val_interval} "
-             f"epochs) without a better SSIM, at most {a.max_epochs} epochs.", "",
+    lines = [f"Held-out SSIM (Colin27, {n_cases} cases, whole volumes) of MM-GAN's best validation; mean [95 % "
+             f"bootstrap interval over {len(a.seeds)} seeds x {n_cases} held-out cases]; stop after {a.patience} "
+             f"validations (every {a.val_interval} epochs) without a better SSIM, at most {a.max_epochs} epochs.", "",
              "| condition | best SSIM | Δ vs brain-only [95 % CI] | verdict | best epoch | epochs trained | train s |",
              "|---|---:|---:|---|---:|---:|---:|"]
     for name in names:

@@ -114,6 +114,13 @@ def table_of(md: str) -> str:
     return "\n\n".join("\n".join(b) for b in blocks)
 
 
+def fill_table(text: str, tag: str, table: str) -> str:
+    """``text`` with the block between ``<!-- table:TAG -->`` and ``<!-- /table:TAG -->`` (filled or empty) set to
+    ``table``."""
+    pattern = re.compile(rf"(<!-- table:{re.escape(tag)} -->\n)(?:.*?\n)?(<!-- /table:{re.escape(tag)} -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default="../shared/data")
@@ -148,8 +155,7 @@ def main() -> None:
                 print(f"{name}: {f} missing, table left as it is")
                 continue
             tag = name if k == 0 else f"{name}_{k}"
-            pattern = re.compile(rf"(<!-- table:{tag} -->\n).*?(\n<!-- /table:{tag} -->)", re.S)
-            text = pattern.sub(lambda m: m.group(1) + table_of(f.read_text(encoding="utf-8")) + m.group(2), text)
+            text = fill_table(text, tag, table_of(f.read_text(encoding="utf-8")))
         for fig in figures:
             f = Path(fig.format(**fmt))
             if f.is_file():

@@ -30,6 +30,14 @@ def test_table_of_keeps_two_tables_apart_with_the_second_ones_intro():
     assert reproduce.table_of("text only\n") == ""
 
 
+def test_fill_table_sets_an_empty_or_a_filled_block_and_leaves_the_rest():
+    text = "a\n<!-- table:p1 -->\n| old |\n|---|\n<!-- /table:p1 -->\nb\n<!-- table:p1s -->\n<!-- /table:p1s -->\nc\n"
+    got = reproduce.fill_table(reproduce.fill_table(text, "p1s", "| new |"), "p1", "| x |\n| y |")
+    assert got == "a\n<!-- table:p1 -->\n| x |\n| y |\n<!-- /table:p1 -->\nb\n<!-- table:p1s -->\n| new |\n" \
+                  "<!-- /table:p1s -->\nc\n"
+    assert reproduce.fill_table(got, "p1", "| x |\n| y |") == got  # idempotent
+
+
 def test_report_only_smoke_rewrites_the_tables_of_a_copy_not_docs(tmp_path):
     """The table blocks of docs/results.md are replaced by the tables the runs wrote (here: P1's two files),
     the figures copied; with --smoke the report goes to OUT/results.md and docs/ is left alone."""
