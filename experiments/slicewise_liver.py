@@ -10,8 +10,10 @@ Data: ``ct_mr_abdomen_totalseg/example_ct.nii.gz`` (one real patient, 122x101x11
 One patient only, so the split is by region: the test set is the axial slab z 84-95 (12 slices, restacked to 3D
 for Dice/HD95); ``--n-train`` liver slices spread evenly over z 66-79 and 100-111 plus two liver-free slices
 (z 60, 62) form the training volume; z 81 and 98 (two slices between train and test, not used for training) are
-the validation set that P5's early stopping needs. Every setting of a method gets the same slices, image size,
-budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
+the validation set that P5's early stopping needs and that the GANs' stopping criterion scores
+(``--gan-val-interval N --gan-val-patience K``: every GAN is trained until its score on those slices stops
+improving, at most ``--gan-iterations`` / ``--gan-epochs``; the settings that share a GAN use its best). Every
+setting of a method gets the same slices, image size, budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
 not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
 ``OUT/<method>/results.{md,csv,json}`` and ``dice.png``.
 
@@ -112,6 +114,12 @@ def main() -> None:
     p.add_argument("--seg-epochs", type=int, default=60, help="P3 segmentor epochs")
     p.add_argument("--unet-epochs", type=int, default=600,
                    help="P5/P4 U-Net epochs, an upper bound (early stopping); one epoch = max(slices, 16) draws")
+    p.add_argument("--gan-val-interval", type=int, default=0,
+                   help="the GAN's stopping criterion (#20): score it on the validation slices every N GAN "
+                        "iterations (P3: epochs; P5/P4: MMD to the held-out slices, P3: SSIM); 0: the fixed budget, "
+                        "which --gan-iterations / --gan-epochs then caps")
+    p.add_argument("--gan-val-patience", type=int, default=0,
+                   help="stop the GAN this many validations after its best score and use that generator")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", type=int, nargs="+", help="learning curve over this many training liver slices")
     p.add_argument("--curve-settings", nargs="+", help="the learning curve's settings (default CURVE_SETTINGS)")
@@ -123,7 +131,10 @@ def main() -> None:
 
     def run(n_train: int, folder: Path, chosen: dict[str, dict]) -> dict:
         sets = prepare(Path(a.data), out / "data", n_train)
-        common = {"device": a.device, **({"val_dataset_dir": sets["val"]} if a.method in ("p5", "p4") else {})}
+        validated = a.method in ("p5", "p4") or a.gan_val_interval > 0  # P5/P4 stop their U-Net on it too
+        stopping = {"gan_val_interval": a.gan_val_interval, "gan_val_patience": a.gan_val_patience}
+        common = {"device": a.device, **(stopping if a.gan_val_interval > 0 else {}),
+                  **({"val_dataset_dir": sets["val"]} if validated else {})}
         print(f"training liver slices z = {sets['train_z']}; test slab z {TEST.start}-{TEST.stop - 1}; "
               f"{n_train} training slices at {a.size}x{a.size}; seeds {a.seeds}")
         return compare_bundle_settings(bundle, sets["train"], sets["test"], folder, chosen, a.seeds, common,

@@ -168,3 +168,28 @@ def test_an_empty_validation_set_is_one_clear_error(tmp_path):
                                                                         "label": torch.zeros(1, 1, 32, 32)}], [])
     with pytest.raises(VolganConfigError, match="--val_dataset_dir"):
         ev.run()
+
+
+def test_settings_that_share_a_gan_use_its_best_generator(tmp_path):
+    """#20: a setting that reuses another setting's GAN trained to the stopping criterion gets the generator that
+    setting kept as its best (``model_g_best.pt``), not the GAN checkpoint's last one."""
+    from volgan.evaluation import compare_bundle_settings
+
+    vols = write_cases(tmp_path / "vols", 4, depth=8)
+    kw = dict(device="cpu", image_size=[32, 32], gen_channels=32, critic_channels=8, unet_channels=[8, 8, 8],
+              gan_iterations=6, gan_val_interval=2, gan_val_patience=1, gan_val_samples=8, max_epochs=1,
+              val_interval=2, patience_iterations=100, val_fraction=0.25, amp=False)
+    mix = {"8-8 no aug": {"ratio": "8-8", "augment": False}}
+    out = tmp_path / "cmp"
+    compare_bundle_settings("wgan_pairs_seg_2d", str(vols), str(vols), out, mix, seeds=(0,), common=kw)
+    src = out / "seed0" / "8-8_no_aug"
+    # mark the kept generator, so that only a run that loads it can end with these weights
+    marked = {k: torch.full_like(v, 0.01) if v.is_floating_point() else v
+              for k, v in torch.load(src / "model_g_best.pt", weights_only=True).items()}
+    torch.save(marked, src / "model_g_best.pt")
+    compare_bundle_settings("wgan_pairs_seg_2d", str(vols), str(vols), out,
+                            {**mix, "0-16 no aug": {"ratio": "0-16", "augment": False}}, seeds=(0,), common=kw)
+    run = out / "seed0" / "0-16_no_aug"
+    used = torch.load(run / "model_g.pt", weights_only=True)
+    assert used.keys() == marked.keys() and all(torch.equal(used[k], marked[k]) for k in marked)
+    assert (run / "gan_val_curve.csv").read_bytes() == (src / "gan_val_curve.csv").read_bytes()

@@ -200,6 +200,27 @@ def compare_segmentation(
                         f"segmentor {seg or 'defaults'}", reference=names.get("real", "real"))
 
 
+#: what a 2D bundle's GAN stage leaves in its run folder: the stage's checkpoints and, when trained to the
+#: stopping criterion (``--gan_val_interval``), the best generator the later stages load back (with its sidecar)
+#: and its curve
+GAN_STAGE_FILES = ("gan", "model_g_best.pt", "model_g_best.json", "gan_val_curve.csv")
+
+
+def share_trained_gan(src: Path, run: Path) -> None:
+    """Give ``run`` the finished GAN stage of ``src`` (``GAN_STAGE_FILES`` that exist, none overwritten): the
+    bundle then resumes the stage as finished and, with the stopping criterion on, restores the same best
+    generator ``src`` used (the checkpoint alone holds the last one)."""
+    run.mkdir(parents=True, exist_ok=True)
+    for name in GAN_STAGE_FILES:
+        s, d = src / name, run / name
+        if d.exists() or not s.exists():
+            continue
+        if s.is_dir():
+            shutil.copytree(s, d)
+        else:
+            shutil.copy2(s, d)
+
+
 def compare_bundle_settings(
     bundle: str,
     train: Any,
@@ -232,9 +253,7 @@ def compare_bundle_settings(
 
             def compute(run: Path = run, kw: dict = kw, name: str = name, seed: int = seed) -> dict[str, Any]:
                 if share_gan and name in share_gan[1]:
-                    src = out / f"seed{seed}" / _slug(share_gan[0]) / "gan"
-                    if src.is_dir() and not (run / "gan").exists():
-                        shutil.copytree(src, run / "gan")
+                    share_trained_gan(out / f"seed{seed}" / _slug(share_gan[0]), run)
                 run_bundle(bundle, "train", dataset_dir=train, output_dir=str(run), **kw)
                 res = run_bundle(bundle, "evaluate", **{**kw, "dataset_dir": test, "output_dir": str(run),
                                                         "eval_dir": str(run / "eval")}).outputs[-1]
