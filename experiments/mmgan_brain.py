@@ -17,6 +17,11 @@ images and real + MM-GAN pairs for the first 1, 2, 4, 8 real cases with ``--curv
 trains its own MM-GAN on exactly those cases (``--curve-gan-iterations`` steps, the same for every size) and
 synthesises from their label maps only, so the seeds resample the GAN as well as the U-Net; every point gets a
 95 % bootstrap interval over test cases and seeds and its paired difference to real only. Everything resumable.
+
+``--gan-val-cases 2``: each comparison GAN is trained to the stopping criterion instead (issue #20 item 4): one case
+per training subject is held out of the GAN's training (not the U-Net's) and scored by SSIM every
+``--gan-val-interval`` epochs; the GAN stops ``--gan-patience`` validations after its best, at most
+``--gan-epochs``, and synthesis (from all 8 training label maps) uses that best generator.
 """
 
 from __future__ import annotations
@@ -30,12 +35,34 @@ from volgan.evaluation import SEGMENTATION_SETTINGS, compare_segmentation, learn
 from volgan.evaluation.registry import BASELINE_SETTINGS
 
 
+def gan_validation_cases(train: list[dict], n: int) -> list[dict]:
+    """``n`` of the training cases for the GAN's stopping criterion, taken in turn from each subject (its last
+    cases first), so that every subject's anatomy stays in the GAN's training."""
+    by_subject: dict[str, list[dict]] = {}
+    for it in train:
+        by_subject.setdefault(it["subject"], []).append(it)
+    queues = [list(reversed(v)) for v in by_subject.values()]
+    picked: list[dict] = []
+    while len(picked) < n and any(len(q) > 1 for q in queues):
+        for q in queues:
+            if len(picked) < n and len(q) > 1:
+                picked.append(q.pop(0))
+    return picked
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/mmgan_brain")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--gan-epochs", type=int, default=48)
     p.add_argument("--seg-iterations", type=int, default=300)
+    p.add_argument("--gan-val-cases", type=int, default=0,
+                   help="train each comparison GAN to the stopping criterion (#20 item 4): hold this many training "
+                        "cases (spread over the subjects) out of its training, validate it on them (SSIM) every "
+                        "--gan-val-interval epochs, stop --gan-patience validations after the best, at most "
+                        "--gan-epochs, and synthesise with the best; 0: a fixed --gan-epochs")
+    p.add_argument("--gan-val-interval", type=int, default=4)
+    p.add_argument("--gan-patience", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--curve-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -56,8 +83,10 @@ def main() -> None:
     if not a.skip_comparison:
         # one GAN per seed (issue #20 item 2): U-Net seed k trains on the pairs of the MM-GAN trained with seed k,
         # the per-label Gaussian baseline on the same perturbed label maps
-        gan_pools = train_synthesis_pools("mmgan_label2mri_3d", {**gan_kw, "max_epochs": a.gan_epochs}, copies=5,
-                                          device=a.device, roi_size=[64, 64, 64])
+        val = gan_validation_cases(train, a.gan_val_cases)
+        stop = {"val_interval": a.gan_val_interval, "val_patience": a.gan_patience} if val else {}
+        gan_pools = train_synthesis_pools("mmgan_label2mri_3d", {**gan_kw, **stop, "max_epochs": a.gan_epochs},
+                                          copies=5, device=a.device, roi_size=[64, 64, 64], validation=val)
         made = {seed: gan_pools(train, seed, out / f"gan_seed{seed}") for seed in a.seeds}
         res = compare_segmentation(train, test, {s: p["gan"] for s, p in made.items()}, out / "comparison",
                                    settings=("real", *BASELINE_SETTINGS, *SEGMENTATION_SETTINGS[1:]),

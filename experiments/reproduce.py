@@ -44,6 +44,11 @@ EXPERIMENTS = {
     "p1s": (["experiments/mmgan_condition.py", "--out", "{out}/mmgan_condition_long", "--seeds", "0", "1", "2",
              "--max-epochs", "80", "--val-interval", "4", "--patience", "3"],
             ["{out}/mmgan_condition_long/table.md"], ["{out}/mmgan_condition_long/ssim_curves.png"]),
+    # P1's comparison with every MM-GAN trained to the stopping criterion (#20 item 4): one case per training
+    # subject held out of the GAN's training, SSIM every 4 epochs, stopped 3 validations after the best, <= 80 epochs
+    "p1g": (["experiments/mmgan_brain.py", "--out", "{out}/mmgan_brain_stop", "--seeds", "0", "1", "2", "--skip-curve",
+             "--gan-epochs", "80", "--gan-val-cases", "2", "--gan-val-interval", "4", "--gan-patience", "3"],
+            ["{out}/mmgan_brain_stop/comparison/results.md"], ["{out}/mmgan_brain_stop/comparison/dice.png"]),
     "p2": (["experiments/cycleshape_abdomen.py", "--data", "{data}", "--out", "{out}/cycleshape_abdomen", "--seeds",
             "0", "1", "2"],
            ["{out}/cycleshape_abdomen/table.md"], []),
@@ -62,6 +67,11 @@ EXPERIMENTS = {
     "p4": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver", "--size",
             "64", "--gan-iterations", "400", "--unet-epochs", "600", "--seeds", "0", "1", "2"],
            ["{out}/liver/p4/results.md"], ["{out}/liver/p4/dice.png"]),
+    # P4 with every augmenter GAN trained to the stopping criterion: MMD every 100 iterations, patience 3, <= 1200
+    "p4s": (["experiments/slicewise_liver.py", "--method", "p4", "--data", "{data}", "--out", "{out}/liver_stop",
+             "--size", "64", "--gan-iterations", "1200", "--gan-val-interval", "100", "--gan-val-patience", "3",
+             "--unet-epochs", "600", "--seeds", "0", "1", "2"],
+            ["{out}/liver_stop/p4/results.md"], ["{out}/liver_stop/p4/dice.png"]),
     # the low-data regime of the 2D methods (#20): 1, 2, 4, 8 training liver slices, 3 seeds
     "p3c": (["experiments/slicewise_liver.py", "--method", "p3", "--data", "{data}", "--out", "{out}/liver", "--size",
              "64", "--gan-epochs", "60", "--seg-epochs", "60", "--seeds", "0", "1", "2", "--sizes", "1", "2", "4", "8"],
@@ -77,11 +87,15 @@ EXPERIMENTS = {
 SMOKE = {
     "p1": {"--gan-epochs": ["1"], "--seg-iterations": ["2"], "--seeds": ["0"], "--curve-seeds": ["0"],
            "--curve-sizes": ["1", "2"], "--curve-gan-iterations": ["2"], "--curve-seg-iterations": ["2"]},
+    "p1g": {"--gan-epochs": ["2"], "--seg-iterations": ["2"], "--seeds": ["0"], "--gan-val-interval": ["1"],
+            "--gan-patience": ["1"]},
     "p2": {"--epochs": ["1", "1", "1"], "--seeds": ["0"]},
     "p3": {"--size": ["32"], "--gan-epochs": ["1"], "--seg-epochs": ["1"], "--seeds": ["0"]},
     "p5": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p4": {"--size": ["32"], "--gan-iterations": ["2"], "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p5s": {"--size": ["32"], "--gan-iterations": ["4"], "--gan-val-interval": ["2"], "--gan-val-patience": ["1"],
+            "--unet-epochs": ["1"], "--seeds": ["0"]},
+    "p4s": {"--size": ["32"], "--gan-iterations": ["4"], "--gan-val-interval": ["2"], "--gan-val-patience": ["1"],
             "--unet-epochs": ["1"], "--seeds": ["0"]},
     "p1t": {"--seeds": ["0"], "--max-epochs": ["1"], "--val-interval": ["1"]},
     "p1s": {"--seeds": ["0"], "--max-epochs": ["2"], "--val-interval": ["1"], "--patience": ["1"]},

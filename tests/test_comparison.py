@@ -1,5 +1,7 @@
 """The evidence harness (issue #10): settings, seeds, resumability, outputs, learning curve, ``volgan evaluate``."""
 
+from pathlib import Path
+
 import pytest
 
 from volgan.evaluation import harness as comparison
@@ -208,3 +210,37 @@ def test_baselines_augmentation_and_per_label_gaussian(tiny_dataset, tmp_path):
         parse_setting("real+50% filtered")
     with pytest.raises(VolganConfigError, match="Gaussian baseline pairs"):
         compare_segmentation(real, test, synthetic, tmp_path / "x", settings=("real+100% gaussian",), **FAST)
+
+
+def test_synthesis_pools_with_a_validation_split_stop_on_it_and_use_the_best_generator(
+        tiny_dataset, tiny_train_overrides, tmp_path, monkeypatch):
+    """#20 item 4: with ``validation`` the generator trains on the other chosen cases only, is validated (and
+    stopped) on the held-out ones, and synthesis uses its best generator, still from every chosen label map."""
+    import csv
+    import os
+
+    from volgan.data import load_datalist
+    from volgan.evaluation.harness import train_synthesis_pools
+
+    _, items = tiny_dataset
+    trained, used = [], []
+    real_run, real_pools = comparison.run_bundle, comparison.synthetic_pools
+    monkeypatch.setattr(comparison, "run_bundle", lambda name, config, **kw: trained.append(kw) or
+                        real_run(name, config, **kw))
+    monkeypatch.setattr(comparison, "synthetic_pools", lambda cases, ckpt, *a, **k: used.append(Path(ckpt)) or
+                        real_pools(cases, ckpt, *a, **k))
+    train_kw = dict(tiny_train_overrides, max_epochs=4, val_interval=1, val_patience=1)
+    pools = train_synthesis_pools("mmgan_label2mri_3d", train_kw, copies=1, validation=[items[1]],
+                                  roi_size=[32, 32, 32])
+    made = pools(items[:2], 0, tmp_path / "pools")
+    (kw,) = trained
+    assert [it["label"] for it in kw["dataset_dir"]] == [items[0]["label"]]
+    assert [it["label"] for it in kw["val_dataset_dir"]] == [items[1]["label"]]
+    with open(tmp_path / "pools" / "gan" / "val_curve.csv", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) >= 2
+    assert used == [tmp_path / "pools" / "gan" / "model_best.pt"]
+    syn = load_datalist(tmp_path / "pools" / "synthetic" / "datalist.json")
+    assert {os.path.abspath(s["source"]) for s in syn} == {os.path.abspath(it["label"]) for it in items[:2]}
+    assert len(made["gan"]) == len(made["gaussian"]) == 2
+    with pytest.raises(VolganConfigError, match="validation cases must be some, not all"):
+        pools(items[1:2], 0, tmp_path / "all_held")

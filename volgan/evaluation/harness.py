@@ -444,26 +444,43 @@ def write_learning_curve(out: Path, points: Sequence[Mapping[str, Any]], unit: s
 
 def train_synthesis_pools(bundle: str, train_overrides: Mapping[str, Any] | None = None, copies: int = 5,
                           device: Any = "cpu", gaussian: bool = True, gan_iterations: int | None = None,
+                          validation: Sequence[Mapping[str, Any]] | None = None,
                           **synthesis: Any) -> Callable[[Sequence[Mapping[str, Any]], int, Path], dict[str, list]]:
     """``learning_curve``'s ``pools`` for label-map-to-image methods (MM-GAN): for (cases, seed, folder) train
     ``bundle``'s generator on exactly those cases with that seed (train.yaml with ``train_overrides``; with
     ``gan_iterations`` ``max_epochs`` = that many iterations over the cases, one per case and epoch as MM-GAN's
     batch of one patch, so every point's GAN gets the same number of steps), synthesise ``copies`` perturbed pairs
     per label map (``synthesize_augmentations``) and, with ``gaussian``, the per-label Gaussian baseline from the
-    same perturbed label maps. Each part is kept in ``folder`` and not redone."""
+    same perturbed label maps. Each part is kept in ``folder`` and not redone.
+
+    ``validation`` (#20 item 4: the GAN trained to a criterion): cases among the chosen ones that the generator
+    does not train on but is validated on (train.yaml's ``val_dataset_dir``; with ``val_patience`` in
+    ``train_overrides`` it stops when their SSIM stops improving); synthesis then uses its best generator
+    (``model_best.pt``) and still starts from every chosen case's label map (labels are known for all of them)."""
     train_overrides = dict(train_overrides or {})
+    held = {_case_key(it) for it in validation or ()}
 
     def pools(chosen: Sequence[Mapping[str, Any]], seed: int, folder: Path) -> dict[str, list]:
         gan, syn_dir, g_dir = folder / "gan", folder / "synthetic", folder / "gaussian"
+        fit = [dict(it) for it in chosen if _case_key(it) not in held]
+        val = [dict(it) for it in chosen if _case_key(it) in held]
+        if held and (not fit or not val):
+            raise VolganConfigError(f"the GAN's validation cases must be some, not all, of the {len(chosen)} "
+                                    f"training cases ({len(val)} of them are)")
         if not (gan / "finished").is_file():  # training resumes from its newest checkpoint
-            epochs = {} if gan_iterations is None else {"max_epochs": max(1, -(-int(gan_iterations) // len(chosen)))}
-            run_bundle(bundle, "train", dataset_dir=[dict(it) for it in chosen], output_dir=str(gan), seed=seed,
-                       **{"device": device, **train_overrides, **epochs})
+            epochs = {} if gan_iterations is None else {"max_epochs": max(1, -(-int(gan_iterations) // len(fit)))}
+            run_bundle(bundle, "train", dataset_dir=fit, output_dir=str(gan), seed=seed,
+                       **{"device": device, **train_overrides, **epochs, **({"val_dataset_dir": val} if val else {})})
             (gan / "finished").write_text("", encoding="utf-8")
-        return synthetic_pools(chosen, gan / "model.pt", syn_dir, g_dir if gaussian else None, seed, copies, bundle,
+        ckpt = gan / "model_best.pt" if val and (gan / "model_best.pt").is_file() else gan / "model.pt"
+        return synthetic_pools(chosen, ckpt, syn_dir, g_dir if gaussian else None, seed, copies, bundle,
                                device=device, **synthesis)
 
     return pools
+
+
+def _case_key(item: Mapping[str, Any]) -> str:
+    return os.path.abspath(str(item["label"]))
 
 
 def synthetic_pools(cases: Sequence[Mapping[str, Any]], ckpt_path: str | os.PathLike, syn_dir: Path,
