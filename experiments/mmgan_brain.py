@@ -21,7 +21,8 @@ synthesises from their label maps only, so the seeds resample the GAN as well as
 ``--gan-val-cases 2``: each comparison GAN is trained to the stopping criterion instead (issue #20 item 4): one case
 per training subject is held out of the GAN's training (not the U-Net's) and scored by SSIM every
 ``--gan-val-interval`` epochs; the GAN stops ``--gan-patience`` validations after its best, at most
-``--gan-epochs``, and synthesis (from all 8 training label maps) uses that best generator.
+``--gan-epochs``, and synthesis (from all 8 training label maps) uses that best generator; each GAN's curve goes
+to ``OUT/comparison/gan_curves.{md,png}``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import logging
 from pathlib import Path
 
 from volgan.data import load_datalist, make_sample_cases
-from volgan.evaluation import SEGMENTATION_SETTINGS, compare_segmentation, learning_curve, train_synthesis_pools
+from volgan.evaluation import (SEGMENTATION_SETTINGS, compare_segmentation, learning_curve, train_synthesis_pools,
+                               write_stopping_curves)
 from volgan.evaluation.registry import BASELINE_SETTINGS
 
 
@@ -95,6 +97,9 @@ def main() -> None:
                                    roi_size=[64, 64, 64], device=a.device, segmentor=segmentor,
                                    title="MM-GAN: 3D U-Net trained with real and synthetic brain-tumour pairs")
         print(res["table"])
+        if val:  # the record of the criterion: each GAN's held-out SSIM curve, best epoch and stop
+            print(write_stopping_curves(out / "comparison", {f"seed {s}": out / f"gan_seed{s}" / "gan" / "val_curve.csv"
+                                                              for s in a.seeds}, "max", a.gan_patience, unit="epoch"))
     if a.skip_curve:
         return
     pools = train_synthesis_pools("mmgan_label2mri_3d", gan_kw, copies=5, device=a.device,

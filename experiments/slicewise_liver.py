@@ -15,7 +15,8 @@ the validation set that P5's early stopping needs and that the GANs' stopping cr
 improving, at most ``--gan-iterations`` / ``--gan-epochs``; the settings that share a GAN use its best). Every
 setting of a method gets the same slices, image size, budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
 not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
-``OUT/<method>/results.{md,csv,json}`` and ``dice.png``.
+``OUT/<method>/results.{md,csv,json}`` and ``dice.png`` (with the criterion also ``gan_curves.{md,png}``: each
+GAN's curve, its best and whether the rule stopped it).
 
 ``--sizes 1 2 4 8``: the learning curve instead (issue #20): the same comparison with 1, 2, 4, 8 training liver
 slices (``--curve-settings``, default real only, the standard augmentation, the non-GAN baseline where the method
@@ -33,7 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from volgan.evaluation import METHODS as REGISTRY
-from volgan.evaluation import compare_bundle_settings, learning_curve_over
+from volgan.evaluation import compare_bundle_settings, learning_curve_over, trained_gan_curves, write_stopping_curves
 
 LIVER = 5
 TEST = range(84, 96)
@@ -147,6 +148,11 @@ def main() -> None:
                                   unit="slices")
     else:
         res = run(a.n_train, out / a.method, settings)
+        if a.gan_val_interval > 0:  # the record of the criterion: each GAN's curve, best and stop
+            p3 = a.method == "p3"  # SSIM per epoch; P5/P4: MMD per iteration
+            curves = trained_gan_curves(bundle, out / a.method, list(settings), a.seeds)
+            print(write_stopping_curves(out / a.method, curves, "max" if p3 else "min", a.gan_val_patience,
+                                        unit="epoch" if p3 else "iteration"))
     print(res["table"])
 
 

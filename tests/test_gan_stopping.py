@@ -193,3 +193,21 @@ def test_settings_that_share_a_gan_use_its_best_generator(tmp_path):
     used = torch.load(run / "model_g.pt", weights_only=True)
     assert used.keys() == marked.keys() and all(torch.equal(used[k], marked[k]) for k in marked)
     assert (run / "gan_val_curve.csv").read_bytes() == (src / "gan_val_curve.csv").read_bytes()
+
+
+def test_stopping_record_says_where_each_gan_was_best_and_whether_the_rule_stopped_it(tmp_path):
+    from volgan.evaluation.report import read_curve, write_stopping_curves
+
+    stopped, capped = tmp_path / "a.csv", tmp_path / "b.csv"
+    stopped.write_text("epoch,iteration,val_mmd\n1,100,0.9\n2,200,0.4\n3,300,0.5\n4,400,0.6\n", encoding="utf-8")
+    capped.write_text("epoch,iteration,val_mmd\n1,100,0.9\n2,200,0.7\n3,300,0.8\n4,400,0.3\n", encoding="utf-8")
+    assert read_curve(stopped) == {"metric": "val_mmd", "epoch": [1, 2, 3, 4], "iteration": [100, 200, 300, 400],
+                                   "value": [0.9, 0.4, 0.5, 0.6]}
+    table = write_stopping_curves(tmp_path / "out", {"seed 0": stopped, "seed 1": capped}, "min", patience=2)
+    rows = table.splitlines()[2:]
+    assert rows == ["| seed 0 | 4 | 0.4000 | 200 | 400 | yes |", "| seed 1 | 4 | 0.3000 | 400 | 400 | no: trained to its cap |"]
+    assert (tmp_path / "out" / "gan_curves.png").stat().st_size > 0
+    assert (tmp_path / "out" / "gan_curves.md").read_text(encoding="utf-8").strip() == table
+    # the same curve read as higher-is-better has its best first and was stopped 3 validations later
+    assert "| seed 0 | 4 | 0.9000 | 100 | 400 | yes |" in write_stopping_curves(tmp_path / "o2", {"seed 0": stopped},
+                                                                               "max", patience=3)

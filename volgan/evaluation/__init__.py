@@ -12,6 +12,7 @@ from volgan.evaluation.harness import (
     learning_curve,
     learning_curve_over,
     train_synthesis_pools,
+    trained_gan_curves,
 )
 from volgan.evaluation.metrics import (
     BRATS_REGIONS,
@@ -25,7 +26,7 @@ from volgan.evaluation.metrics import (
 )
 from volgan.evaluation.quality import PairQuality, intensity_distance, normalised_cross_correlation, pair_quality
 from volgan.evaluation.registry import CYCLESHAPE_MODES, METHODS, SEGMENTATION_SETTINGS, MethodEntry
-from volgan.evaluation.report import aggregate, format_table, summarise, write_report
+from volgan.evaluation.report import aggregate, format_table, summarise, write_report, write_stopping_curves
 from volgan.evaluation.scores import (
     cycle_shape_scores,
     generation_distances,
@@ -38,11 +39,11 @@ from volgan.evaluation.segmentor import evaluate_segmentor, evaluation_unet, tra
 
 __all__ = [
     "compare_bundle_settings", "compare_cycleshape", "compare_segmentation", "evaluate_bundle", "learning_curve",
-    "bundle_learning_curve", "learning_curve_over", "train_synthesis_pools", "budget_overrides",
+    "bundle_learning_curve", "learning_curve_over", "train_synthesis_pools", "budget_overrides", "trained_gan_curves",
     "BRATS_REGIONS", "MeanForegroundDice", "dice_paper", "feature_distances", "mean_foreground_dice", "region_dice",
     "region_hd95", "segmentor_features",
     "CYCLESHAPE_MODES", "METHODS", "SEGMENTATION_SETTINGS", "MethodEntry",
-    "aggregate", "format_table", "summarise", "write_report",
+    "aggregate", "format_table", "summarise", "write_report", "write_stopping_curves",
     "cycle_shape_scores", "generation_distances", "mmgan_synthesis_quality", "slicewise_dice", "synthesis_quality",
     "evaluate_segmentor", "evaluation_unet", "train_segmentor",
     "seam_index", "tile_borders", "window_borders",

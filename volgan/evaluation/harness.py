@@ -56,8 +56,8 @@ from volgan.synthesis import synthesize_augmentations
 
 __all__ = ["compare_segmentation", "compare_bundle_settings", "compare_cycleshape", "learning_curve",
            "bundle_learning_curve", "learning_curve_over", "write_learning_curve", "train_synthesis_pools",
-           "budget_overrides",
-           "evaluate_bundle", "run_cached", "segmentor_weights"]
+           "trained_gan_curves", "share_trained_gan", "budget_overrides", "evaluate_bundle", "run_cached",
+           "segmentor_weights"]
 
 
 def _slug(name: str) -> str:
@@ -266,6 +266,18 @@ def compare_bundle_settings(
                                  if m != "HD max (voxels)"))
     return write_report(out, title or f"{bundle}: segmentation by setting", runs, metrics,
                         f"seeds {list(seeds)}; common overrides {common}", reference=entry.reference)
+
+
+def trained_gan_curves(bundle: str, output_dir: str | Path, settings: Sequence[str],
+                       seeds: Sequence[int]) -> dict[str, Path]:
+    """The stopping-criterion curves (``gan_val_curve.csv``) of the GANs a ``compare_bundle_settings`` run in
+    ``output_dir`` trained: one per (setting that trains its own GAN, seed), labelled ``"<setting>, seed <k>"``;
+    settings that reuse another's GAN (the registry's ``share_gan``) and runs without a curve are left out."""
+    shared = set(method(bundle).share_gan[1]) if method(bundle).share_gan else set()
+    out = Path(output_dir)
+    return {f"{name}, seed {seed}": out / f"seed{seed}" / _slug(name) / "gan_val_curve.csv"
+            for name in settings if name not in shared for seed in seeds
+            if (out / f"seed{seed}" / _slug(name) / "gan_val_curve.csv").is_file()}
 
 
 def compare_cycleshape(

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure  # no pyplot: the caller's backend (e.g. Ju
 from volgan.evaluation.statistics import MIN_SEEDS, NO_PAIRS, SCORE_RANGE, compare_to_reference
 from volgan.io import atomic_write_json
 
-__all__ = ["summarise", "aggregate", "format_table", "format_interval", "format_comparison", "write_report", "plot_bars", "plot_learning_curve", "single_run",
-           "json_ready"]
+__all__ = ["summarise", "aggregate", "format_table", "format_interval", "format_comparison", "write_report", "plot_bars",
+           "plot_learning_curve", "single_run", "json_ready", "read_curve", "write_stopping_curves"]
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -200,3 +200,48 @@ def plot_learning_curve(path: Path, points: Sequence[Mapping[str, Any]], unit: s
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def read_curve(path: str | Path) -> dict[str, Any]:
+    """A stopping criterion's curve (``val_curve.csv`` / ``gan_val_curve.csv``: ``epoch, iteration, <metric>`` per
+    validation) -> ``{"metric", "epoch", "iteration", "value"}`` (lists in validation order)."""
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no validation recorded")
+    metric = [k for k in rows[0] if k not in ("epoch", "iteration")][0]
+    return {"metric": metric, "epoch": [int(r["epoch"]) for r in rows],
+            "iteration": [int(r["iteration"]) for r in rows], "value": [float(r[metric]) for r in rows]}
+
+
+def write_stopping_curves(output_dir: str | Path, curves: Mapping[str, str | Path], mode: str, patience: int,
+                          unit: str = "iteration", name: str = "gan_curves") -> str:
+    """The record of GANs trained to a stopping criterion (#20 item 4): for each labelled curve file, where its best
+    validation was (``unit``: ``iteration`` or ``epoch``), where its validations ended and whether the rule stopped
+    it (``patience`` validations without a new best) or its cap did; ``mode`` ``"min"`` (MMD) or ``"max"`` (SSIM). Writes ``<name>.md`` (the table) and ``<name>.png``
+    (every curve, its best marked) in ``output_dir``; returns the table."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    read = {label: read_curve(p) for label, p in curves.items()}
+    metric = next(iter(read.values()))["metric"] if read else "score"
+    lines = [f"| GAN | validations | best {metric} | at {unit} | last validation | stopped by the rule |",
+             "|---|---:|---:|---:|---:|---|"]
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
+    for i, (label, c) in enumerate(read.items()):
+        k = int(np.argmin(c["value"]) if mode == "min" else np.argmax(c["value"]))
+        x = c[unit]
+        stopped = "yes" if len(x) - 1 - k >= patience > 0 else "no: trained to its cap"
+        lines.append(f"| {label} | {len(x)} | {c['value'][k]:.4f} | {x[k]} | {x[-1]} | {stopped} |")
+        ax.plot(x, c["value"], color=f"C{i}", marker="o", ms=2.5, lw=1, label=label)
+        ax.plot([x[k]], [c["value"][k]], color=f"C{i}", marker="*", ms=10)
+    ax.set_xlabel(unit)
+    ax.set_ylabel(f"held-out {metric} ({'lower' if mode == 'min' else 'higher'} is better; * best)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=100)
+    table = "\n".join(lines)
+    (out / f"{name}.md").write_text(table + "\n", encoding="utf-8")
+    return table
