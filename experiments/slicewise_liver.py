@@ -124,6 +124,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", type=int, nargs="+", help="learning curve over this many training liver slices")
     p.add_argument("--curve-settings", nargs="+", help="the learning curve's settings (default CURVE_SETTINGS)")
+    p.add_argument("--settings", nargs="+", help="the comparison's settings (default every setting of the method; "
+                   "keep the reference, e.g. real_only, for the paired differences)")
     a = p.parse_args()
     bundle, make = METHODS[a.method]
     out = Path(a.out)
@@ -147,6 +149,11 @@ def main() -> None:
         res = learning_curve_over(a.sizes, lambda k, folder: run(k, folder, chosen), out / a.method / "learning_curve",
                                   unit="slices")
     else:
+        if a.settings:
+            unknown = sorted(set(a.settings) - set(settings))
+            if unknown:
+                p.error(f"unknown settings {unknown}; {a.method} has {list(settings)}")
+            settings = {k: settings[k] for k in a.settings}
         res = run(a.n_train, out / a.method, settings)
         if a.gan_val_interval > 0:  # the record of the criterion: each GAN's curve, best and stop
             p3 = a.method == "p3"  # SSIM per epoch; P5/P4: MMD per iteration
