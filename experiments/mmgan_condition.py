@@ -20,7 +20,6 @@ interval and verdict, the epoch of the best and the epochs trained; the figure: 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import tempfile
@@ -32,17 +31,12 @@ from matplotlib.figure import Figure
 
 from volgan.bundle import bundle_path, config_files, run_bundle
 from volgan.data import load_datalist, make_sample_cases
-from volgan.evaluation.report import format_interval
+from volgan.evaluation.report import format_interval, read_curve
 from volgan.evaluation.statistics import paired_bootstrap, verdict
 from volgan.io import atomic_write_json, load_weights
 
 CONDITIONS = {"brain-only (label 3, P1)": dict(tissue=False, label_values=[0, 1, 2, 3, 4]),
               "tissue classes (CSF/GM/WM)": dict(tissue=True, label_values=[0, 1, 2, 4, 5, 6, 7])}
-
-
-def curve(path: Path) -> tuple[list[int], list[float]]:
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
-    return [int(r["epoch"]) for r in rows], [float(r["val_ssim"]) for r in rows]
 
 
 def per_case_ssim(run: Path, overrides: dict) -> list[float]:
@@ -101,7 +95,8 @@ def main() -> None:
             if not (run / "finished").is_file():
                 run_bundle("mmgan_label2mri_3d", "train", **overrides)
                 (run / "finished").write_text(f"{time.time() - t0:.0f}\n", encoding="utf-8")
-            epochs, ssim = curve(run / "val_curve.csv")
+            c = read_curve(run / "val_curve.csv")
+            epochs, ssim = c["epoch"], c["value"]
             best = int(np.argmax(ssim))
             results.setdefault(name, {})[seed] = {"epochs": epochs, "ssim": ssim, "best": ssim[best],
                                                   "best_epoch": epochs[best], "trained": epochs[-1],

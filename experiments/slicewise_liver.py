@@ -13,8 +13,9 @@ for Dice/HD95); ``--n-train`` liver slices spread evenly over z 66-79 and 100-11
 the validation set that P5's early stopping needs and that the GANs' stopping criterion scores
 (``--gan-val-interval N --gan-val-patience K``: every GAN is trained until its score on those slices stops
 improving, at most ``--gan-iterations`` / ``--gan-epochs``; the settings that share a GAN use its best). Every
-setting of a method gets the same slices, image size, budget and seeds. Runs through ``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is
-not re-run); prints the Markdown table (mean +- sd over seeds, training + evaluation time per setting) and writes
+setting of a method gets the same slices, image size, budget and seeds. Runs through
+``volgan.evaluation.compare_bundle_settings`` (resumable: a finished setting is not re-run); prints the Markdown
+table (mean +- sd over seeds, training + evaluation time per setting) and writes
 ``OUT/<method>/results.{md,csv,json}`` and ``dice.png`` (with the criterion also ``gan_curves.{md,png}``: each
 GAN's curve, its best and whether the rule stopped it).
 
@@ -130,6 +131,11 @@ def main() -> None:
     bundle, make = METHODS[a.method]
     out = Path(a.out)
     settings = make(a)
+    names = (a.curve_settings or CURVE_SETTINGS[a.method]) if a.sizes else (a.settings or list(settings))
+    unknown = sorted(set(names) - set(settings))
+    if unknown:
+        p.error(f"unknown settings {unknown}; {a.method} has {list(settings)}")
+    chosen = {k: settings[k] for k in names}
     title = f"{bundle} on liver CT slices"
 
     def run(n_train: int, folder: Path, chosen: dict[str, dict]) -> dict:
@@ -144,20 +150,13 @@ def main() -> None:
                                        title=title)
 
     if a.sizes:
-        names = a.curve_settings or CURVE_SETTINGS[a.method]
-        chosen = {k: settings[k] for k in names}
         res = learning_curve_over(a.sizes, lambda k, folder: run(k, folder, chosen), out / a.method / "learning_curve",
                                   unit="slices")
     else:
-        if a.settings:
-            unknown = sorted(set(a.settings) - set(settings))
-            if unknown:
-                p.error(f"unknown settings {unknown}; {a.method} has {list(settings)}")
-            settings = {k: settings[k] for k in a.settings}
-        res = run(a.n_train, out / a.method, settings)
+        res = run(a.n_train, out / a.method, chosen)
         if a.gan_val_interval > 0:  # the record of the criterion: each GAN's curve, best and stop
             p3 = a.method == "p3"  # SSIM per epoch; P5/P4: MMD per iteration
-            curves = trained_gan_curves(bundle, out / a.method, list(settings), a.seeds)
+            curves = trained_gan_curves(bundle, out / a.method, names, a.seeds)
             print(write_stopping_curves(out / a.method, curves, "max" if p3 else "min", a.gan_val_patience,
                                         unit="epoch" if p3 else "iteration"))
     print(res["table"])

@@ -205,7 +205,8 @@ def test_stopping_record_says_where_each_gan_was_best_and_whether_the_rule_stopp
                                    "value": [0.9, 0.4, 0.5, 0.6]}
     table = write_stopping_curves(tmp_path / "out", {"seed 0": stopped, "seed 1": capped}, "min", patience=2)
     rows = table.splitlines()[2:]
-    assert rows == ["| seed 0 | 4 | 0.4000 | 200 | 400 | yes |", "| seed 1 | 4 | 0.3000 | 400 | 400 | no: trained to its cap |"]
+    assert rows == ["| seed 0 | 4 | 0.4000 | 200 | 400 | yes |",
+                    "| seed 1 | 4 | 0.3000 | 400 | 400 | no: trained to its cap |"]
     assert (tmp_path / "out" / "gan_curves.png").stat().st_size > 0
     assert (tmp_path / "out" / "gan_curves.md").read_text(encoding="utf-8").strip() == table
     # the same curve read as higher-is-better has its best first and was stopped 3 validations later

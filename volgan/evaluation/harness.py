@@ -274,10 +274,9 @@ def trained_gan_curves(bundle: str, output_dir: str | Path, settings: Sequence[s
     ``output_dir`` trained: one per (setting that trains its own GAN, seed), labelled ``"<setting>, seed <k>"``;
     settings that reuse another's GAN (the registry's ``share_gan``) and runs without a curve are left out."""
     shared = set(method(bundle).share_gan[1]) if method(bundle).share_gan else set()
-    out = Path(output_dir)
-    return {f"{name}, seed {seed}": out / f"seed{seed}" / _slug(name) / "gan_val_curve.csv"
-            for name in settings if name not in shared for seed in seeds
-            if (out / f"seed{seed}" / _slug(name) / "gan_val_curve.csv").is_file()}
+    found = {f"{name}, seed {seed}": Path(output_dir) / f"seed{seed}" / _slug(name) / "gan_val_curve.csv"
+             for name in settings if name not in shared for seed in seeds}
+    return {label: path for label, path in found.items() if path.is_file()}
 
 
 def compare_cycleshape(

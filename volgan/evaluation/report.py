@@ -218,8 +218,9 @@ def write_stopping_curves(output_dir: str | Path, curves: Mapping[str, str | Pat
                           unit: str = "iteration", name: str = "gan_curves") -> str:
     """The record of GANs trained to a stopping criterion (#20 item 4): for each labelled curve file, where its best
     validation was (``unit``: ``iteration`` or ``epoch``), where its validations ended and whether the rule stopped
-    it (``patience`` validations without a new best) or its cap did; ``mode`` ``"min"`` (MMD) or ``"max"`` (SSIM). Writes ``<name>.md`` (the table) and ``<name>.png``
-    (every curve, its best marked) in ``output_dir``; returns the table."""
+    it (``patience`` validations without a new best) or its cap did; ``mode`` ``"min"`` (MMD) or ``"max"`` (SSIM).
+    Writes ``<name>.md`` (the table) and ``<name>.png`` (every curve, its best marked) in ``output_dir``; returns
+    the table."""
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     read = {label: read_curve(p) for label, p in curves.items()}
